@@ -1,0 +1,131 @@
+"""The one event bus: Redis Streams for durable, replayable events (consumer groups), Redis
+pub/sub for live fan-out to whoever is listening right now."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def connect_redis(settings: Settings) -> aioredis.Redis:
+    """A client of the platform's Redis (binary-safe: values stay bytes)."""
+    return aioredis.Redis.from_url(settings.redis_url, decode_responses=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One event read from a stream."""
+
+    stream: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+
+
+class Bus:
+    """Publishes and consumes platform events on Redis."""
+
+    service_names: tuple[str, ...] = ()
+
+    def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
+        self._settings = settings
+        self._client = client
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The underlying client (only after ``start``)."""
+        if self._client is None:
+            raise RuntimeError("bus not started")
+        return self._client
+
+    def register(self, server: object) -> None:
+        """The bus has no servicer; present for the Component protocol."""
+
+    async def start(self) -> None:
+        """Connect and check Redis answers."""
+        if self._client is None:
+            self._client = connect_redis(self._settings)
+        await self._client.ping()
+
+    async def stop(self) -> None:
+        """Close the connections."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- durable streams ---------------------------------------------------------------
+    async def append(
+        self,
+        stream: str,
+        fields: Mapping[Any, Any],
+        maxlen: int | None = None,
+    ) -> str:
+        """Append one event; returns its id once Redis has it."""
+        entry_id = await self.redis.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
+        return _text(entry_id)
+
+    async def append_many(self, items: Sequence[tuple[str, Mapping[Any, Any]]]) -> list[str]:
+        """Append several events in one round trip; ids in the same order."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, fields in items:
+            pipe.xadd(stream, dict(fields))
+        return [_text(i) for i in await pipe.execute()]
+
+    async def ensure_group(self, stream: str, group: str, start_id: str = "0") -> None:
+        """Create a consumer group (and the stream) if missing."""
+        try:
+            await self.redis.xgroup_create(stream, group, id=start_id, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_group(
+        self,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        count: int = 500,
+        block_ms: int = 1000,
+    ) -> list[StreamEntry]:
+        """New entries for this consumer (blocking up to ``block_ms``); ack them after use."""
+        reply: Any = await self.redis.xreadgroup(
+            group, consumer, {s: ">" for s in streams}, count=count, block=block_ms
+        )
+        return [
+            StreamEntry(_text(stream), _text(entry_id), fields)
+            for stream, entries in reply or []
+            for entry_id, fields in entries
+        ]
+
+    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
+        """Mark entries processed by the group."""
+        if entry_ids:
+            await self.redis.xack(stream, group, *entry_ids)
+
+    # --- live fan-out -------------------------------------------------------------------
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Send to current subscribers of a channel (fire and forget)."""
+        await self.redis.publish(channel, payload)
+
+    async def subscribe(self, *channels: str) -> AsyncIterator[tuple[str, bytes]]:
+        """Yield (channel, payload) for messages on ``channels`` until the caller stops."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(*channels)
+        try:
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield _text(message["channel"]), bytes(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,155 @@
+"""The one server interceptor every service runs: caller identity, domain errors to gRPC
+status, metrics and error logging, for unary and streaming RPCs alike."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from core import auth, metrics
+from core.errors import ServiceError
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Behavior = Callable[..., Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps every handler of a server; see the module docstring."""
+
+    def __init__(self, settings: Settings, service_label: str) -> None:
+        self._settings = settings
+        self._label = service_label
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(handler.stream_stream, method),  # type: ignore[arg-type]
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _unary(self, behavior: Behavior, method: str) -> Behavior:
+        async def handle(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            started = self._begin(method, context)
+            code = grpc.StatusCode.OK
+            try:
+                result = behavior(request, context)
+                return await result if inspect.isawaitable(result) else result
+            except BaseException as exc:
+                code = await self._fail(exc, method, context)
+                raise
+            finally:
+                self._end(method, code, started, context)
+
+        return handle
+
+    def _streaming(self, behavior: Behavior, method: str) -> Behavior:
+        async def handle(
+            request: Any, context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = self._begin(method, context)
+            service, name = _split(method)
+            metrics.STREAMS_OPEN.labels(service, name).inc()
+            code = grpc.StatusCode.OK
+            try:
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                elif inspect.isawaitable(result):
+                    await result
+            except BaseException as exc:
+                code = await self._fail(exc, method, context)
+                raise
+            finally:
+                metrics.STREAMS_OPEN.labels(service, name).dec()
+                self._end(method, code, started, context)
+
+        return handle
+
+    def _begin(self, method: str, context: aio.ServicerContext[Any, Any]) -> float:
+        service, name = _split(method)
+        metrics.RPC_STARTED.labels(service, name).inc()
+        authorization = _metadata(context, "authorization")
+        try:
+            principal = auth.principal_from_metadata(self._settings, authorization)
+        except ServiceError:
+            # A bad token is only fatal for RPCs that need one: they see no principal.
+            principal = None
+        auth.set_current_principal(principal)
+        return time.perf_counter()
+
+    async def _fail(
+        self, exc: BaseException, method: str, context: aio.ServicerContext[Any, Any]
+    ) -> grpc.StatusCode:
+        if isinstance(exc, ServiceError):
+            await context.abort(exc.code, str(exc))
+        if isinstance(exc, NotImplementedError):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+        if isinstance(exc, aio.AbortError):
+            code = context.code()
+            return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+        if isinstance(exc, Exception):
+            log.exception("unhandled error", extra={"method": method})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        return grpc.StatusCode.CANCELLED
+
+    def _end(
+        self,
+        method: str,
+        code: grpc.StatusCode,
+        started: float,
+        context: aio.ServicerContext[Any, Any],
+    ) -> None:
+        service, name = _split(method)
+        final = context.code() if isinstance(context.code(), grpc.StatusCode) else code
+        metrics.RPC_HANDLED.labels(service, name, final.name).inc()
+        metrics.RPC_SECONDS.labels(service, name).observe(time.perf_counter() - started)
+
+
+def _split(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+def _metadata(context: aio.ServicerContext[Any, Any], key: str) -> str | None:
+    for item_key, value in context.invocation_metadata() or ():
+        if item_key == key:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None

@@ -1,0 +1,2 @@
+"""Dispatch: orders and their state machine, provider rules, matching, planning, origins,
+integrations."""

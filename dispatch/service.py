@@ -1,0 +1,56 @@
+"""The dispatch process's servicers: orders, planning, origins, webhooks."""
+
+from __future__ import annotations
+
+from lastmile.dispatch.v1 import (
+    dispatch_service_pb2,
+    dispatch_service_pb2_grpc,
+    order_service_pb2,
+    order_service_pb2_grpc,
+)
+from lastmile.integration.v1 import integration_service_pb2, integration_service_pb2_grpc
+from lastmile.origin.v1 import origin_service_pb2, origin_service_pb2_grpc
+
+from core.runtime import Servicer
+
+
+class Orders(order_service_pb2_grpc.OrderServiceServicer):
+    """Order lifecycle and customer changes."""
+
+
+class Dispatch(dispatch_service_pb2_grpc.DispatchServiceServicer):
+    """Waves, routes, re-optimization, areas, providers, drivers."""
+
+
+class Origins(origin_service_pb2_grpc.OriginServiceServicer):
+    """Origin-facing API: incoming orders, accept/reject, preparation, ready."""
+
+
+class Webhooks(integration_service_pb2_grpc.WebhookServiceServicer):
+    """Integrator webhooks and their delivery log."""
+
+
+def components() -> list[Servicer]:
+    """Every servicer of the dispatch process as host components."""
+    return [
+        Servicer(
+            Orders(),  # type: ignore[abstract]
+            order_service_pb2_grpc.add_OrderServiceServicer_to_server,
+            order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
+        ),
+        Servicer(
+            Dispatch(),  # type: ignore[abstract]
+            dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server,
+            dispatch_service_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
+        ),
+        Servicer(
+            Origins(),  # type: ignore[abstract]
+            origin_service_pb2_grpc.add_OriginServiceServicer_to_server,
+            origin_service_pb2.DESCRIPTOR.services_by_name["OriginService"].full_name,
+        ),
+        Servicer(
+            Webhooks(),  # type: ignore[abstract]
+            integration_service_pb2_grpc.add_WebhookServiceServicer_to_server,
+            integration_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+        ),
+    ]

@@ -1,0 +1,1 @@
+"""Driver gateway: the driver apps' bidirectional stream (ingest, acks, commands)."""

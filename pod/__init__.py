@@ -1,0 +1,1 @@
+"""Proof of delivery: pre-signed uploads, validation, tamper-evident records."""

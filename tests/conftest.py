@@ -1,0 +1,74 @@
+"""Session-wide real servers for the tests: PostgreSQL, Redis, SeaweedFS S3 and the road graph.
+
+Each server gets free loopback ports and its own directory and is stopped when the session
+ends, so tests can run next to a developer's ``lastmile up`` stack.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.roads import RoadNetwork
+from ops.graph import build_graph
+from ops.servers import PostgresServer, RedisServer, SeaweedS3, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CITY_PBF = REPO / "maps" / "malta.osm.pbf"
+# Reused across sessions; the build's marker rebuilds it when the map or OSRM changes.
+GRAPH_CACHE = REPO / ".lastmile" / "test-cache" / "graph"
+S3_ACCESS_KEY = "lastmile-test"
+S3_SECRET_KEY = "lastmile-test-secret"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL cluster with the ``lastmile`` role and database."""
+    # Not under pytest's tmp dir: that one is root-only (0700) and the server runs as the
+    # postgres user when the tests run as root.
+    base = Path(tempfile.mkdtemp(prefix="lastmile-test-pg-"))
+    server = PostgresServer(base / "data", free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """An in-memory Redis."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A SeaweedFS S3 gateway with one admin identity and no buckets."""
+    server = SeaweedS3(tmp_path_factory.mktemp("s3"), free_port(), S3_ACCESS_KEY, S3_SECRET_KEY)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def road_graph() -> Path:
+    """The ``.osrm`` base path of the default city's graph."""
+    return build_graph(DEFAULT_CITY_PBF, GRAPH_CACHE)
+
+
+@pytest.fixture(scope="session")
+def roads(road_graph: Path) -> RoadNetwork:
+    """The road network of the default city."""
+    return RoadNetwork(road_graph)

@@ -1,0 +1,1 @@
+"""Tracking: ingest processing, live state, history, geofences, ETAs, customer and fleet views."""

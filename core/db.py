@@ -8,7 +8,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -18,8 +18,9 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# A plain connection or one borrowed from the pool.
-Conn = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
+if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
+    # A plain connection or one borrowed from the pool.
+    Conn = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant shared by all processes: serializes concurrent start-ups applying migrations.
 _MIGRATION_LOCK = 0x1A57_0001
@@ -76,7 +77,8 @@ async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> list
             )
             applied.append(migration.version)
             log.info(
-                "migration applied", extra={"version": migration.version, "name": migration.name}
+                "migration applied",
+                extra={"version": migration.version, "migration": migration.name},
             )
     return applied
 

@@ -7,7 +7,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
@@ -19,7 +19,8 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 Behavior = Callable[..., Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:  # the stubs' generic is not subscriptable at run time
+    Handler = grpc.RpcMethodHandler[Any, Any]
 
 
 class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]

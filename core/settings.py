@@ -33,9 +33,15 @@ class Settings:
     pod_port: int = _doc("gRPC port of the proof-of-delivery service.", 50054)
     edge_port: int = _doc("Envoy edge port (gRPC and grpc-web).", 8080)
     edge_admin_port: int = _doc("Envoy admin port (loopback only).", 9901)
-    metrics_port: int = _doc("Prometheus metrics port of this process (0 = disabled).", 0)
+    metrics_port: int = _doc(
+        "Prometheus port of this process (0 = off); `lastmile up` gives services this + index.",
+        9100,
+    )
 
     # --- storage -------------------------------------------------------------------------
+    data_dir: Path = _doc(
+        "Where `lastmile up` keeps server data and logs.", PROJECT_ROOT / ".lastmile"
+    )
     database_url: str = _doc(
         "PostgreSQL DSN.", "postgresql://lastmile:lastmile@127.0.0.1:55432/lastmile"
     )

@@ -95,6 +95,8 @@ def build_graph(pbf: Path, graph_dir: Path, progress: Progress | None = None) ->
     """Build (or reuse) the graph of ``pbf`` in ``graph_dir``; return the ``.osrm`` base path."""
     report = progress or (lambda _message: None)
     pbf = pbf.resolve()
+    if not pbf.is_file():
+        raise GraphBuildError(f"no OpenStreetMap extract at {pbf}")
     graph_dir.mkdir(parents=True, exist_ok=True)
     base = graph_base(pbf, graph_dir)
     fingerprint = _fingerprint(pbf)

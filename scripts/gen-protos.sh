@@ -14,7 +14,8 @@ mapfile -t PROTOS < <(find protos -name '*.proto' | LC_ALL=C sort)
 rm -rf gen/python clients/python/lastmile_client clients/web/src/gen
 mkdir -p gen/python clients/python/lastmile_client clients/web/src/gen
 
-protoc() { "$VENV/bin/python" -m grpc_tools.protoc -I protos "$@"; }
+# The plugins announce every file they write on stderr; keep only real messages.
+protoc() { "$VENV/bin/python" -m grpc_tools.protoc -I protos "$@" 2> >(grep -v '^Writing' >&2); }
 
 protoc --python_out=gen/python --pyi_out=gen/python \
   --grpc_python_out=gen/python --mypy_grpc_out=gen/python "${PROTOS[@]}"

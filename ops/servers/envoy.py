@@ -13,16 +13,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ops.servers.process import ManagedProcess, ServerError, venv_bin
+from ops.servers.process import ManagedProcess, ServerError, ensure_free, venv_bin
 
 SERVICE_HEADER = "x-lastmile-service"
 DEFAULT_SERVICE = "gateway"
-# gRPC package prefix of the paths each service serves.
-PACKAGES = {
-    "gateway": "/lastmile.driver.v1.",
-    "tracking": "/lastmile.tracking.v1.",
-    "dispatch": "/lastmile.dispatch.v1.",
-    "pod": "/lastmile.pod.v1.",
+# gRPC package prefixes of the paths each service process serves.
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "gateway": ("/lastmile.driver.v1.",),
+    "tracking": ("/lastmile.tracking.v1.",),
+    "dispatch": ("/lastmile.dispatch.v1.", "/lastmile.origin.v1.", "/lastmile.integration.v1."),
+    "pod": ("/lastmile.pod.v1.",),
 }
 # Every service serves these; the header says which one the caller means.
 SHARED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -58,7 +58,7 @@ def _routes(services: Sequence[str]) -> list[dict[str, Any]]:
         _route(prefix, name, service_header=name) for prefix in SHARED_PREFIXES for name in services
     ]
     routes += [_route(prefix, DEFAULT_SERVICE) for prefix in SHARED_PREFIXES]
-    routes += [_route(PACKAGES[name], name) for name in services]
+    routes += [_route(prefix, name) for name in services for prefix in PACKAGES[name]]
     return routes
 
 
@@ -247,6 +247,7 @@ class EnvoyServer:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start Envoy and wait until the admin interface reports it ready."""
+        ensure_free(self.admin_port, "envoy admin")
         self._process.start()
         self._process.wait_ready(self._ready, timeout)
 

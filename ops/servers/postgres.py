@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ops.servers.process import ManagedProcess, ServerError
+from ops.servers.process import ManagedProcess, ServerError, ensure_free
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ROLE = "lastmile"
@@ -34,6 +34,15 @@ SERVER_SETTINGS = {
     "logging_collector": "off",
 }
 
+# Trust on the socket (reachable by root and the server's user only), passwords on TCP.
+INITDB_OPTIONS = (
+    "-E",
+    "UTF8",
+    "--locale=C.UTF-8",
+    "--auth-local=trust",
+    "--auth-host=scram-sha-256",
+)
+
 # psql's \gexec runs the generated statement only when the SELECT returns it, which keeps
 # CREATE DATABASE (not allowed inside a DO block) idempotent.
 BOOTSTRAP_SQL = f"""
@@ -49,6 +58,12 @@ def _run_as_owner() -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", OS_USER, "--"]
     return []
+
+
+def _tool(name: str, *args: str, as_owner: bool = True) -> list[str]:
+    """argv of a PostgreSQL program; ``as_owner`` for those that must not run as root."""
+    prefix = _run_as_owner() if as_owner else []
+    return [*prefix, str(PG_BIN / name), *args]
 
 
 def _chown_to_owner(path: Path) -> None:
@@ -93,6 +108,7 @@ class PostgresServer:
 
     def start(self, timeout: float = 30.0) -> None:
         """Create the cluster if needed, start it, wait for connections, ensure role and db."""
+        ensure_free(self.port, "postgres")
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
@@ -104,18 +120,9 @@ class PostgresServer:
         """Fast shutdown through ``pg_ctl`` (rolls back sessions), then signals if it hangs."""
         if self._process.running:
             subprocess.run(
-                [
-                    *_run_as_owner(),
-                    str(PG_BIN / "pg_ctl"),
-                    "stop",
-                    "-D",
-                    str(self.data_dir),
-                    "-m",
-                    "fast",
-                    "-w",
-                    "-t",
-                    str(int(grace)),
-                ],
+                _tool(
+                    "pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-t", str(int(grace))
+                ),
                 capture_output=True,
                 check=False,
             )
@@ -123,24 +130,10 @@ class PostgresServer:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the Unix socket; return psql's output."""
+        where = ["-h", str(self.socket_dir), "-p", str(self.port), "-U", OS_USER, "-d", database]
+        argv = _tool("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", as_owner=False)
         result = subprocess.run(
-            [
-                str(PG_BIN / "psql"),
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                str(self.socket_dir),
-                "-p",
-                str(self.port),
-                "-U",
-                OS_USER,
-                "-d",
-                database,
-            ],
+            [*argv, *where],
             input=sql,
             capture_output=True,
             text=True,
@@ -157,7 +150,7 @@ class PostgresServer:
             "unix_socket_directories": str(self.socket_dir),
         }
         flags = [f"--{key}={value}" for key, value in settings.items()]
-        return [*_run_as_owner(), str(PG_BIN / "postgres"), "-D", str(self.data_dir), *flags]
+        return _tool("postgres", "-D", str(self.data_dir), *flags)
 
     def _prepare_dirs(self) -> None:
         # The server's user must own the data dir and be able to create its socket and lock
@@ -183,19 +176,7 @@ class PostgresServer:
 
     def _initdb(self) -> None:
         result = subprocess.run(
-            [
-                *_run_as_owner(),
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                OS_USER,
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-            ],
+            _tool("initdb", "-D", str(self.data_dir), "-U", OS_USER, *INITDB_OPTIONS),
             capture_output=True,
             text=True,
             check=False,
@@ -207,21 +188,10 @@ class PostgresServer:
             raise ServerError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
 
     def _accepts_connections(self) -> bool:
+        # Through our own socket directory: only our server can answer there.
+        where = ["-h", str(self.socket_dir), "-p", str(self.port), "-U", OS_USER, "-d", "postgres"]
         result = subprocess.run(
-            [
-                str(PG_BIN / "pg_isready"),
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                OS_USER,
-                "-d",
-                "postgres",
-                "-t",
-                "1",
-            ],
+            [*_tool("pg_isready", "-q", "-t", "1", as_owner=False), *where],
             capture_output=True,
             check=False,
         )

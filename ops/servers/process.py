@@ -41,11 +41,24 @@ def free_port() -> int:
 def port_is_free(port: int) -> bool:
     """Whether a TCP listener could bind 127.0.0.1:``port`` at this moment."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Servers set SO_REUSEADDR, so connections lingering in TIME_WAIT from a previous run
+        # do not keep them from listening; neither must they fail this check.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return False
         return True
+
+
+def ensure_free(port: int, what: str) -> None:
+    """Raise :class:`ServerError` if ``port`` is taken.
+
+    Checked before starting a server, because a readiness probe would otherwise be answered
+    by whoever already listens there (often the dev stack) while our server dies.
+    """
+    if not port_is_free(port):
+        raise ServerError(f"{what}: port 127.0.0.1:{port} is already in use")
 
 
 def free_port_pair(offset: int, low: int = 11000, high: int = 22000) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from ops.servers.process import ManagedProcess, ServerError
+from ops.servers.process import ManagedProcess, ServerError, ensure_free
 
 
 def _redis_server_binary() -> str:
@@ -47,6 +47,7 @@ class RedisServer:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait until it answers PING."""
+        ensure_free(self.port, "redis")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._process.start()
         self._process.wait_ready(self._pings, timeout)
@@ -68,6 +69,7 @@ class RedisServer:
     def _pings(self) -> bool:
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
         try:
-            return bool(client.ping())
+            # Our server, not another one that grabbed the port meanwhile.
+            return bool(client.info("server").get("process_id") == self.pid and client.ping())
         finally:
             client.close()

@@ -19,6 +19,7 @@ from minio import Minio
 from ops.servers.process import (
     ManagedProcess,
     ServerError,
+    ensure_free,
     free_port_pair,
     port_is_free,
     venv_bin,
@@ -72,6 +73,7 @@ class SeaweedS3:
 
     def start(self, timeout: float = 60.0) -> None:
         """Write the credentials, start ``weed mini``, wait until S3 answers a signed call."""
+        ensure_free(self.port, "seaweedfs s3")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._write_credentials()
         self._process = ManagedProcess(

@@ -1,0 +1,92 @@
+"""The ``lastmile`` command line: bring the platform up, check it, show its settings."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.settings import Settings, describe
+from ops import health
+from ops.stack import SERVICES, LocalStack
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if getattr(args, "osm", None):
+        settings = settings.replace(osm_pbf=Path(args.osm).resolve())
+    return settings
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start everything, print where it runs, wait for Ctrl-C, stop everything."""
+    settings = _settings(args)
+    if not settings.osm_pbf.is_file():
+        print(f"lastmile up: no OSM extract at {settings.osm_pbf}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    stack = LocalStack(settings, settings.data_dir, progress=lambda m: print(m, flush=True))
+    try:
+        stack.start()
+    except Exception as exc:
+        print(f"lastmile up: failed: {exc}", file=sys.stderr)
+        return 1
+    print("\nthe platform is up:", flush=True)
+    for component in stack.components:
+        print(f"  {component.name:<16} {component.address:<22} pid {component.pid()}")
+    print(f"  {'grpc-web edge':<16} http://{settings.host}:{settings.edge_port}")
+    print(f"  {'data and logs':<16} {settings.data_dir}")
+    print("ready. Ctrl-C stops everything.", flush=True)
+    stopping.wait()
+    print("\nstopping...", flush=True)
+    stack.stop()
+    print("stopped.", flush=True)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Health of every service, directly and through the edge; non-zero if any is not serving."""
+    settings = _settings(args)
+    edge = f"{settings.host}:{settings.edge_port}"
+    healthy = True
+    print(f"{'service':<10} {'direct':<14} {'via edge':<14}")
+    for name in SERVICES:
+        direct = health.check(f"{settings.host}:{settings.port_of(name)}")
+        via_edge = health.check(edge, via_edge_to=name)
+        healthy &= direct == via_edge == "SERVING"
+        print(f"{name:<10} {direct:<14} {via_edge:<14}")
+    return 0 if healthy else 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every setting with its environment variable, default and meaning."""
+    for variable, default, doc in describe():
+        print(f"{variable}\n    {doc}\n    default: {default}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of ``lastmile``."""
+    root = argparse.ArgumentParser(
+        prog="lastmile", description="Last-mile delivery platform: run and operate it locally."
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="start the whole platform on loopback (Ctrl-C stops it)")
+    up.add_argument("--osm", metavar="PBF", help="OpenStreetMap extract to serve (default: Malta)")
+    up.set_defaults(run=cmd_up)
+    status = commands.add_parser("status", help="health of every service, direct and via edge")
+    status.set_defaults(run=cmd_status)
+    config = commands.add_parser("config", help="list every setting and its default")
+    config.set_defaults(run=cmd_config)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lastmile``."""
+    args = parser().parse_args(argv)
+    return int(args.run(args))

@@ -1,0 +1,55 @@
+"""Names of every Redis stream and pub/sub channel the services share: the bus's contract.
+
+Payloads are serialized protobuf messages from ``protos/`` (field ``data``), plus a few plain
+fields named where each topic is defined. Producers and consumers import the names from here.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+# --- durable streams (XADD / consumer groups) ---------------------------------------------
+
+
+def ping_stream(shard: int) -> str:
+    """Driver location batches of one shard (gateway -> tracking processors).
+
+    Fields: ``driver`` (id), ``seq`` (the driver's event sequence number), ``data``
+    (lastmile.driver.v1.LocationBatch), ``received_ms`` (gateway receive time, epoch ms).
+    """
+    return f"lastmile:pings:{shard}"
+
+
+def shard_of(driver_id: str, shards: int) -> int:
+    """The ping shard of a driver: stable across processes and restarts."""
+    return zlib.crc32(driver_id.encode()) % shards
+
+
+#: Driver events other than locations (status, stop events, offer answers, failed attempts,
+#: route acks). Fields: ``driver``, ``seq``, ``data`` (lastmile.driver.v1.ConnectRequest).
+DRIVER_EVENTS = "lastmile:driver-events"
+
+#: Geofence transitions (tracking -> dispatch, watchers). Fields: ``data``
+#: (lastmile.tracking.v1.GeofenceEvent).
+GEOFENCE_EVENTS = "lastmile:geofence-events"
+
+#: Order events relayed from the outbox (dispatch -> everyone). Fields: ``order``, ``data``
+#: (lastmile.dispatch.v1.OrderEvent).
+ORDER_EVENTS = "lastmile:order-events"
+
+# --- live fan-out (PUBLISH / SUBSCRIBE) ----------------------------------------------------
+
+
+def order_channel(order_id: str) -> str:
+    """Updates for customers tracking one order (payload: lastmile.tracking.v1.TrackResponse)."""
+    return f"lastmile:order:{order_id}"
+
+
+#: Driver state changes for dispatcher views (payload: lastmile.tracking.v1.WatchFleetResponse).
+FLEET_CHANNEL = "lastmile:fleet"
+
+
+def driver_commands_channel(driver_id: str) -> str:
+    """Commands for one connected driver, whichever gateway holds its stream
+    (payload: lastmile.driver.v1.ConnectResponse)."""
+    return f"lastmile:driver:{driver_id}:commands"

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant shared by all processes: serializes concurrent start-ups applying migrations.
 _MIGRATION_LOCK = 0x1A57_0001
+# The same for creating location-history partitions.
+_PARTITION_LOCK = 0x1A57_0002
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +86,17 @@ async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> list
 
 
 async def ensure_history_partitions(conn: Conn, today: dt.date, days_ahead: int = 2) -> list[str]:
-    """Create the location-history partitions from ``today`` to ``today + days_ahead``."""
+    """Create the location-history partitions from ``today`` to ``today + days_ahead``.
+
+    Safe to run from several processes at once: ``CREATE TABLE IF NOT EXISTS`` is not (two
+    creators of one partition collide), so they queue on an advisory lock.
+    """
     names = []
-    for offset in range(days_ahead + 1):
-        day = today + dt.timedelta(days=offset)
-        names.append(await conn.fetchval("SELECT lastmile_ensure_history_partition($1)", day))
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _PARTITION_LOCK)
+        for offset in range(days_ahead + 1):
+            day = today + dt.timedelta(days=offset)
+            names.append(await conn.fetchval("SELECT lastmile_ensure_history_partition($1)", day))
     return names
 
 

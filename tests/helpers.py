@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
+from collections.abc import Awaitable, Callable
 
 POLL_INTERVAL_S = 0.05
 
@@ -15,7 +13,7 @@ class WaitTimeout(AssertionError):
     """The condition polled by :func:`wait_until` did not hold in time."""
 
 
-def wait_until(
+def wait_until[T](
     predicate: Callable[[], T],
     timeout: float,
     interval: float = POLL_INTERVAL_S,
@@ -23,8 +21,9 @@ def wait_until(
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value and return that value.
 
-    Exceptions from ``predicate`` count as "not yet"; the last one is reported when time
-    runs out.
+    Exceptions from ``predicate`` count as "not yet" (connection refused while a server
+    boots); the last one is reported when time runs out. An ``AssertionError`` is final and
+    raised at once: a predicate uses ``assert`` to say waiting longer cannot help.
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -33,9 +32,36 @@ def wait_until(
             value = predicate()
             if value:
                 return value
+        except AssertionError:
+            raise
         except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise WaitTimeout(f"{what} not met after {timeout:.1f}s{detail}")
         time.sleep(interval)
+
+
+async def async_wait_until[T](
+    predicate: Callable[[], Awaitable[T]],
+    within: float,
+    interval: float = POLL_INTERVAL_S,
+    what: str = "condition",
+) -> T:
+    """:func:`wait_until` for a coroutine predicate, polling for ``within`` seconds without
+    blocking the event loop."""
+    deadline = time.monotonic() + within
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = await predicate()
+            if value:
+                return value
+        except AssertionError:
+            raise
+        except Exception as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise WaitTimeout(f"{what} not met after {within:.1f}s{detail}")
+        await asyncio.sleep(interval)

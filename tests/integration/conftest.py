@@ -3,6 +3,8 @@ on free loopback ports, talking to the session's PostgreSQL, Redis and SeaweedFS
 
 from __future__ import annotations
 
+import functools
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,7 +100,7 @@ def platform(
             process.start()
         for name, process in processes.items():
             address = addresses[name]
-            process.wait_ready(lambda a=address: health.is_serving(a), START_TIMEOUT_S)
+            process.wait_ready(functools.partial(health.is_serving, address), START_TIMEOUT_S)
         config = edge_config(settings, data_dir / "envoy" / "envoy.yaml")
         edge = EnvoyServer(config, settings.edge_admin_port, log_path=log_dir / "envoy.log")
         edge.start()
@@ -115,3 +117,4 @@ def platform(
             edge.stop()
         for process in reversed(processes.values()):
             process.stop(grace=15.0)
+        shutil.rmtree(data_dir, ignore_errors=True)

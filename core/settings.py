@@ -66,7 +66,10 @@ class Settings:
     osrm_algorithm: str = _doc("OSRM algorithm: MLD or CH.", "MLD")
 
     # --- auth ----------------------------------------------------------------------------
-    token_secret: str = _doc("HMAC key for signed driver/dispatcher tokens.", "dev-only-change-me")
+    token_secret: str = _doc(
+        "HMAC key for signed driver/dispatcher tokens (32+ bytes).",
+        "dev-only-signing-key-change-me-in-production",
+    )
     token_audience: str = _doc("Audience claim expected in tokens.", "lastmile")
     token_ttl_s: int = _doc("Lifetime of issued tokens in seconds.", 12 * 3600)
 
@@ -75,6 +78,80 @@ class Settings:
     shutdown_grace_s: float = _doc("Seconds given to open streams to drain on shutdown.", 5.0)
     max_message_bytes: int = _doc("Largest gRPC message accepted.", 4 * 1024 * 1024)
     ingest_shards: int = _doc("Number of Redis stream shards for driver pings.", 4)
+
+    # --- ingest (gateway) and tracking processor -------------------------------------------
+    ingest_max_batch_size: int = _doc("Most fixes one LocationBatch may carry.", 100)
+    ingest_max_accuracy_m: float = _doc("Largest accuracy radius (m) a fix may claim.", 5000.0)
+    ingest_max_speed_mps: float = _doc("Largest ground speed (m/s) a fix may claim.", 100.0)
+    ingest_max_future_s: float = _doc("How far ahead of the server clock a fix may be.", 30.0)
+    ingest_max_age_s: float = _doc("How far behind the server clock a fix may be.", 24 * 3600.0)
+    ingest_stream_maxlen: int = _doc(
+        "Approximate cap on entries kept per ping shard stream (processed or not).", 1_000_000
+    )
+    ingest_enqueue_batch: int = _doc("Most events the gateway enqueues per Redis round trip.", 512)
+    active_capture_interval_s: float = _doc("Capture interval while on a delivery.", 1.0)
+    active_upload_interval_s: float = _doc("Upload interval while on a delivery.", 5.0)
+    passive_capture_interval_s: float = _doc("Capture interval while idle.", 30.0)
+    passive_upload_interval_s: float = _doc("Upload interval while idle.", 120.0)
+    tracking_min_distance_m: float = _doc("Fixes closer than this to the last may be skipped.", 5.0)
+    processor_read_count: int = _doc("Most stream entries the processor reads per round.", 1000)
+    processor_block_ms: int = _doc("How long the processor blocks waiting for entries.", 1000)
+    processor_claim_idle_ms: int = _doc(
+        "Pending entries idle this long are claimed from dead consumers.", 30_000
+    )
+    processor_claim_interval_s: float = _doc("How often pending entries are checked.", 15.0)
+    snap_mode: str = _doc("Road snapping: nearest (per fix), match (per batch) or off.", "nearest")
+    snap_max_distance_m: float = _doc("Fixes farther from a road than this stay unsnapped.", 50.0)
+    retention_interval_s: float = _doc("How often old history partitions are dropped.", 3600.0)
+    history_partitions_ahead: int = _doc("Days of history partitions created in advance.", 2)
+    path_max_points: int = _doc("Most points GetDriverPath returns.", 100_000)
+
+    # --- fleet: driver search, geofences, fleet watching -----------------------------------
+    search_default_limit: int = _doc("SearchDrivers results when the request sets no limit.", 50)
+    search_max_limit: int = _doc("Most results SearchDrivers returns.", 1000)
+    search_max_radius_m: float = _doc("Largest search circle radius or box side (m).", 100_000.0)
+    search_max_vertices: int = _doc("Most vertices of a search or geofence polygon.", 256)
+    isochrone_max_speed_mps: float = _doc(
+        "Speed no road exceeds (m/s): drivers farther than max_drive x this are not checked.",
+        30.0,
+    )
+    isochrone_max_drive_s: float = _doc("Longest isochrone drive time accepted (s).", 3600.0)
+    isochrone_table_chunk: int = _doc("Candidates per OSRM table call in isochrone search.", 64)
+    isochrone_max_candidates: int = _doc(
+        "Most candidates (nearest first) whose drive time an isochrone search computes.", 2000
+    )
+    geofence_enter_margin_m: float = _doc("How far inside a fence a fix must be to enter.", 10.0)
+    geofence_exit_margin_m: float = _doc("How far outside a fence a fix must be to exit.", 25.0)
+    geofence_cache_ttl_s: float = _doc("Longest time geofence engines keep fences cached.", 30.0)
+    geofence_events_maxlen: int = _doc("Approximate cap on stored geofence events.", 1_000_000)
+    geofence_list_max_page: int = _doc("Most geofences ListGeofences returns per page.", 500)
+    watch_block_ms: int = _doc("How long Watch* streams block on Redis per read.", 5000)
+    fleet_watch_interval_s: float = _doc(
+        "WatchFleet sends at most one update per this many seconds.", 0.25
+    )
+
+    # --- orders: lifecycle, outbox, failed deliveries, provider rules (dispatch) -----------
+    order_page_size_default: int = _doc("ListOrders/ListDrivers page size when unset.", 50)
+    order_page_size_max: int = _doc("Largest page ListOrders/ListDrivers return.", 500)
+    tracking_token_grace_s: int = _doc("Tracking links stay valid this long after delivery.", 86400)
+    delivery_code_secret: str = _doc("HMAC key for contactless delivery codes.", "dev-only-code")
+    failure_policies: str = _doc(
+        "Policy per failure reason (REATTEMPT, RESCHEDULE or RETURN_TO_ORIGIN).",
+        "NOT_HOME=REATTEMPT,ACCESS_PROBLEM=RESCHEDULE,WRONG_ADDRESS=RETURN_TO_ORIGIN,"
+        "REFUSED=RETURN_TO_ORIGIN,DAMAGED=RETURN_TO_ORIGIN",
+    )
+    max_delivery_attempts: int = _doc("Attempts after which a failed order returns.", 3)
+    reschedule_horizon_s: int = _doc("How far ahead a drop-off window may be moved.", 14 * 86400)
+    outbox_relay_enabled: bool = _doc("Relay the order outbox to the bus (off: tests).", True)
+    outbox_batch_size: int = _doc("Most outbox rows relayed per transaction.", 100)
+    outbox_poll_interval_s: float = _doc("How often the relay looks for unpublished rows.", 0.2)
+    order_consumer_block_ms: int = _doc("How long the driver-event consumer blocks.", 1000)
+    provider_callback_port: int = _doc("HTTP port of provider callbacks (0 = any free).", 0)
+    provider_callback_secret: str = _doc(
+        "HMAC key shared with external providers.", "dev-only-provider"
+    )
+    provider_poll_interval_s: float = _doc("How often polling providers are asked.", 2.0)
+    provider_http_timeout_s: float = _doc("Timeout of each call to a provider.", 5.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

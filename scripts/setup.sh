@@ -23,8 +23,13 @@ fi
 
 # 2. Python 3.12 virtualenv (the OSRM wheels need 3.12+).
 find_python() {
-  for candidate in python3.12 "$(pyenv root 2>/dev/null)/versions/3.12.1/bin/python3.12"; do
-    if command -v "$candidate" >/dev/null 2>&1; then command -v "$candidate"; return; fi
+  # pyenv puts a python3.12 shim on PATH that fails unless 3.12 is selected: try each candidate.
+  local candidate
+  for candidate in python3.12 "$(pyenv root 2>/dev/null)/versions/3.12.1/bin/python3.12" \
+      /usr/bin/python3.12 /usr/local/bin/python3.12; do
+    if "$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' >/dev/null 2>&1; then
+      command -v "$candidate"; return
+    fi
   done
   echo "setup: Python 3.12 not found (install it, e.g. with pyenv)" >&2; exit 1
 }

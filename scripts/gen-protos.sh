@@ -4,10 +4,14 @@
 #   clients/python/lastmile_client/ betterproto clients (asyncio, grpclib)
 #   clients/web/src/gen/            TypeScript messages and service descriptors for grpc-web
 # Generator versions are pinned by requirements.lock and clients/web/package-lock.json.
+# `--python-only` skips the TypeScript clients (container images need no Node.js).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
+
+WEB=1
+[ "${1:-}" = "--python-only" ] && WEB=0
 
 mapfile -t PROTOS < <(find protos -name '*.proto' | LC_ALL=C sort)
 
@@ -25,7 +29,9 @@ find gen/python/lastmile -type d -exec touch {}/__init__.py \;
 protoc --python_betterproto_out=clients/python/lastmile_client "${PROTOS[@]}"
 touch clients/python/lastmile_client/__init__.py
 
-if [ -x clients/web/node_modules/.bin/protoc-gen-es ]; then
+if [ "$WEB" = 0 ]; then
+  :
+elif [ -x clients/web/node_modules/.bin/protoc-gen-es ]; then
   protoc --plugin=protoc-gen-es=clients/web/node_modules/.bin/protoc-gen-es \
     --es_out=clients/web/src/gen --es_opt=target=ts,import_extension=js "${PROTOS[@]}"
 else

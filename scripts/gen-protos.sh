@@ -15,8 +15,9 @@ WEB=1
 
 mapfile -t PROTOS < <(find protos -name '*.proto' | LC_ALL=C sort)
 
-rm -rf gen/python clients/python/lastmile_client clients/web/src/gen
-mkdir -p gen/python clients/python/lastmile_client clients/web/src/gen
+rm -rf gen/python clients/python/lastmile_client
+mkdir -p gen/python clients/python/lastmile_client
+if [ "$WEB" = 1 ]; then rm -rf clients/web/src/gen && mkdir -p clients/web/src/gen; fi
 
 # The plugins announce every file they write on stderr; keep only real messages.
 protoc() { "$VENV/bin/python" -m grpc_tools.protoc -I protos "$@" 2> >(grep -v '^Writing' >&2); }

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help setup gen up status test lint format typecheck protos
+.PHONY: help setup gen up status test lint format typecheck protos chart
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,3 +35,6 @@ typecheck: ## mypy (strict) on all non-generated code
 
 protos: ## buf lint, format check and breaking-change check against main
 	@bash scripts/check-protos.sh
+
+chart: ## helm lint, render and validate the chart (Kubernetes schemas, Envoy config)
+	@bash scripts/check-chart.sh

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -115,3 +116,16 @@ def new_tracking_token() -> str:
 def tracking_token_digest(token: str) -> str:
     """What is stored of a tracking token: its SHA-256, so a database leak leaks no links."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def delivery_code_digest(secret: str, order_id: str, code: str) -> str:
+    """What is stored of an order's contactless delivery code: HMAC-SHA256 of
+    ``{order_id}:{code}`` keyed with the delivery-code secret (the code is never stored)."""
+    return hmac.new(secret.encode(), f"{order_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def delivery_code_matches(secret: str, order_id: str, code: str, stored_digest: str) -> bool:
+    """Whether ``code`` is the order's delivery code (constant-time comparison)."""
+    if not code or not stored_digest:
+        return False
+    return hmac.compare_digest(delivery_code_digest(secret, order_id, code), stored_digest)

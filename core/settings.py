@@ -116,9 +116,9 @@ class Settings:
         30.0,
     )
     isochrone_max_drive_s: float = _doc("Longest isochrone drive time accepted (s).", 3600.0)
-    isochrone_table_chunk: int = _doc("Candidates per OSRM table call in isochrone search.", 64)
+    isochrone_table_chunk: int = _doc("Candidates per OSRM table call in isochrone search.", 128)
     isochrone_max_candidates: int = _doc(
-        "Most candidates (nearest first) whose drive time an isochrone search computes.", 2000
+        "Most candidates (nearest first) whose drive time an isochrone search computes.", 256
     )
     geofence_enter_margin_m: float = _doc("How far inside a fence a fix must be to enter.", 10.0)
     geofence_exit_margin_m: float = _doc("How far outside a fence a fix must be to exit.", 25.0)
@@ -141,6 +141,8 @@ class Settings:
         "REFUSED=RETURN_TO_ORIGIN,DAMAGED=RETURN_TO_ORIGIN",
     )
     max_delivery_attempts: int = _doc("Attempts after which a failed order returns.", 3)
+    failed_reschedule_shift_s: int = _doc("RESCHEDULE policy: the window moves this far.", 86400)
+    failed_reschedule_window_s: int = _doc("RESCHEDULE policy: length of a new window.", 7200)
     reschedule_horizon_s: int = _doc("How far ahead a drop-off window may be moved.", 14 * 86400)
     outbox_relay_enabled: bool = _doc("Relay the order outbox to the bus (off: tests).", True)
     outbox_batch_size: int = _doc("Most outbox rows relayed per transaction.", 100)
@@ -152,6 +154,42 @@ class Settings:
     )
     provider_poll_interval_s: float = _doc("How often polling providers are asked.", 2.0)
     provider_http_timeout_s: float = _doc("Timeout of each call to a provider.", 5.0)
+
+    # --- proof of delivery (pod) ------------------------------------------------------------
+    pod_upload_max_bytes: int = _doc("Largest proof object a driver may upload.", 10 * 1024 * 1024)
+    pod_upload_expiry_s: int = _doc("Lifetime of a pre-signed proof upload form.", 300)
+    pod_download_expiry_s: int = _doc("Lifetime of a pre-signed proof download URL.", 60)
+    pod_max_address_distance_m: float = _doc(
+        "Farthest a proof's position (submitted or EXIF) may be from the drop-off.", 200.0
+    )
+    pod_max_position_gap_m: float = _doc(
+        "Farthest a photo's EXIF GPS may be from the position the app submitted.", 200.0
+    )
+    pod_max_clock_skew_s: float = _doc(
+        "Largest gap between EXIF time, submitted capture time and server time.", 300.0
+    )
+    pod_max_capture_age_s: float = _doc("Oldest capture time accepted as current.", 6 * 3600.0)
+    pod_doubt_policies: str = _doc(
+        "Per doubtful check: reject or flag (accept, hold for review).",
+        "exif_present=flag,exif_time=flag,exif_gps=flag,address_distance=flag,capture_time=flag",
+    )
+    pod_page_size_default: int = _doc("ListFlaggedProofs page size when unset.", 50)
+    pod_page_size_max: int = _doc("Largest page ListFlaggedProofs returns.", 500)
+
+    # --- customer tracking: Track streams, position fan-out, ETAs (tracking) ---------------
+    track_queue_size: int = _doc("Updates buffered per Track stream (oldest positions drop).", 64)
+    track_token_check_s: float = _doc("How often an idle Track stream re-checks its token.", 30.0)
+    customer_position_decimals: int = _doc(
+        "Decimals of lat/lng shown to customers (4 = about 11 m: approximate).", 4
+    )
+    fanout_orders_ttl_s: float = _doc("How long a driver's active orders stay cached.", 10.0)
+    eta_refresh_distance_m: float = _doc("A driver who moved this far gets new ETAs.", 150.0)
+    eta_refresh_interval_s: float = _doc("ETAs older than this are refreshed anyway.", 30.0)
+    eta_max_routes_per_batch: int = _doc(
+        "Most OSRM routes one processed batch computes (the rest wait for the next).", 20
+    )
+    eta_pickup_service_s: float = _doc("Service time at a pickup without a planned one.", 120.0)
+    eta_drop_off_service_s: float = _doc("Service time at a drop-off without a planned one.", 90.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

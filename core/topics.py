@@ -37,6 +37,10 @@ GEOFENCE_EVENTS = "lastmile:geofence-events"
 #: (lastmile.dispatch.v1.OrderEvent).
 ORDER_EVENTS = "lastmile:order-events"
 
+#: Confirmed proofs of delivery relayed from the outbox (pod -> dispatch, which delivers the
+#: order). Fields: ``order`` (the outbox key: order id), ``data`` (lastmile.pod.v1.Proof).
+PROOF_EVENTS = "lastmile:proof-events"
+
 # --- live fan-out (PUBLISH / SUBSCRIBE) ----------------------------------------------------
 
 

@@ -8,12 +8,22 @@ from core.bus import Bus
 from core.db import Database
 from core.runtime import Component, main
 from core.settings import Settings
+from dispatch.context import DispatchContext
+from dispatch.driver_events import DriverEventConsumer
+from dispatch.outbox import OutboxRelay
+from dispatch.providers.worker import ProviderWorker
 from dispatch.service import components
 
 
 async def build(settings: Settings) -> Sequence[Component]:
-    """Storage first so it stops last."""
-    return [Database(settings), Bus(settings), *components()]
+    """Storage first so it stops last; the workers after the servicers so they stop first."""
+    ctx = DispatchContext(settings, Database(settings), Bus(settings))
+    workers: list[Component] = [
+        OutboxRelay(ctx),
+        DriverEventConsumer(ctx),
+        ProviderWorker(ctx),
+    ]
+    return [ctx.database, ctx.bus, *components(ctx), *workers]
 
 
 if __name__ == "__main__":

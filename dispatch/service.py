@@ -12,17 +12,20 @@ from lastmile.integration.v1 import integration_service_pb2, integration_service
 from lastmile.origin.v1 import origin_service_pb2, origin_service_pb2_grpc
 
 from core.runtime import Servicer
+from dispatch.admin_api import DispatchAdminHandlers, OriginHandlers
+from dispatch.context import DispatchContext
+from dispatch.order_api import OrderHandlers
 
 
-class Orders(order_service_pb2_grpc.OrderServiceServicer):
+class Orders(OrderHandlers, order_service_pb2_grpc.OrderServiceServicer):
     """Order lifecycle and customer changes."""
 
 
-class Dispatch(dispatch_service_pb2_grpc.DispatchServiceServicer):
+class Dispatch(DispatchAdminHandlers, dispatch_service_pb2_grpc.DispatchServiceServicer):
     """Waves, routes, re-optimization, areas, providers, drivers."""
 
 
-class Origins(origin_service_pb2_grpc.OriginServiceServicer):
+class Origins(OriginHandlers, origin_service_pb2_grpc.OriginServiceServicer):
     """Origin-facing API: incoming orders, accept/reject, preparation, ready."""
 
 
@@ -30,21 +33,21 @@ class Webhooks(integration_service_pb2_grpc.WebhookServiceServicer):
     """Integrator webhooks and their delivery log."""
 
 
-def components() -> list[Servicer]:
-    """Every servicer of the dispatch process as host components."""
+def components(ctx: DispatchContext) -> list[Servicer]:
+    """Every servicer of the dispatch process as host components (sharing ``ctx``)."""
     return [
         Servicer(
-            Orders(),  # type: ignore[abstract]
+            Orders(ctx),
             order_service_pb2_grpc.add_OrderServiceServicer_to_server,
             order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
         ),
         Servicer(
-            Dispatch(),  # type: ignore[abstract]
+            Dispatch(ctx),  # type: ignore[abstract]
             dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server,
             dispatch_service_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
         ),
         Servicer(
-            Origins(),  # type: ignore[abstract]
+            Origins(ctx),  # type: ignore[abstract]
             origin_service_pb2_grpc.add_OriginServiceServicer_to_server,
             origin_service_pb2.DESCRIPTOR.services_by_name["OriginService"].full_name,
         ),

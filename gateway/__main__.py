@@ -7,12 +7,17 @@ from collections.abc import Sequence
 from core.bus import Bus
 from core.runtime import Component, main
 from core.settings import Settings
-from gateway.service import component
+from gateway.commands import CommandRouter
+from gateway.ingest import Enqueuer
+from gateway.service import GatewayComponent
 
 
 async def build(settings: Settings) -> Sequence[Component]:
-    """Redis first (the ingest queue), then the servicer."""
-    return [Bus(settings), component()]
+    """Redis first (the ingest queue), then the enqueuer and command router, then the servicer."""
+    bus = Bus(settings)
+    enqueuer = Enqueuer(bus, settings)
+    router = CommandRouter(bus)
+    return [bus, enqueuer, router, GatewayComponent(settings, enqueuer, router)]
 
 
 if __name__ == "__main__":

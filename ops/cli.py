@@ -14,6 +14,12 @@ from ops import health
 from ops.stack import SERVICES, LocalStack
 
 
+def _solver_arguments(solve: argparse.ArgumentParser) -> None:
+    from dispatch.solver.cli import add_arguments
+
+    add_arguments(solve)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     if getattr(args, "osm", None):
@@ -70,6 +76,26 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_solve(args: argparse.Namespace) -> int:
+    """Solve a VRPTW/PDPTW benchmark file and print the checked solution as JSON."""
+    from dispatch.solver import cli as solver_cli  # solvers load only for this command
+
+    return solver_cli.run(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run one benchmark of bench/ (its own servers, bounded in time); extra args go to it."""
+    import subprocess
+
+    from core.settings import PROJECT_ROOT
+
+    if not (PROJECT_ROOT / "bench" / f"{args.name}.py").is_file():
+        print(f"lastmile bench: no benchmark bench/{args.name}.py", file=sys.stderr)
+        return 2
+    argv = [sys.executable, "-m", f"bench.{args.name}", *args.bench_args]
+    return subprocess.run(argv, cwd=PROJECT_ROOT, check=False).returncode
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``lastmile``."""
     root = argparse.ArgumentParser(
@@ -83,6 +109,13 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(run=cmd_status)
     config = commands.add_parser("config", help="list every setting and its default")
     config.set_defaults(run=cmd_config)
+    solve = commands.add_parser("solve", help="solve a Solomon / Li & Lim file, print JSON")
+    _solver_arguments(solve)
+    solve.set_defaults(run=cmd_solve)
+    bench = commands.add_parser("bench", help="run a benchmark: tracking, ingest, search, ...")
+    bench.add_argument("name", help="bench/<name>.py")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+    bench.set_defaults(run=cmd_bench)
     return root
 
 

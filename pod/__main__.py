@@ -8,12 +8,14 @@ from core.db import Database
 from core.objects import ObjectStore
 from core.runtime import Component, main
 from core.settings import Settings
+from pod.context import PodContext
 from pod.service import component
 
 
 async def build(settings: Settings) -> Sequence[Component]:
-    """Storage first so it stops last."""
-    return [Database(settings), ObjectStore(settings), component()]
+    """Storage first so it stops last; the policy is parsed here so bad settings fail fast."""
+    database, objects = Database(settings), ObjectStore(settings)
+    return [database, objects, component(PodContext(settings, database, objects))]
 
 
 if __name__ == "__main__":

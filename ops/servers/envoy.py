@@ -10,6 +10,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +37,60 @@ MAX_STREAMS = 1_000_000
 MAX_CONNECTIONS = 100_000
 
 _TYPES = "type.googleapis.com/envoy.extensions"
+# The service whose routes a consistent-hash header pins to one upstream (customer sessions of
+# one order on one tracking process, so that process subscribes to the order's channel once).
+HASHED_SERVICE = "tracking"
 
 
-def _route(prefix: str, cluster: str, service_header: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class EdgeOptions:
+    """Where the edge runs: loopback defaults for the local stack, DNS names in Kubernetes.
+
+    ``hosts`` maps services to upstream host names (resolved with STRICT_DNS, every address a
+    host resolves to is an endpoint: a headless Service gives one per pod); unset services use
+    127.0.0.1. ``hash_header`` turns on ring-hash balancing of the tracking routes on that
+    request header. ``tls_cert``/``tls_key`` are file paths that turn on TLS at the listener.
+    """
+
+    listen_address: str = "127.0.0.1"
+    admin_address: str = "127.0.0.1"
+    hosts: Mapping[str, str] | None = None
+    hash_header: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+def _route(
+    prefix: str, cluster: str, service_header: str | None = None, hash_header: str | None = None
+) -> dict[str, Any]:
     match: dict[str, Any] = {"prefix": prefix}
     if service_header is not None:
         match["headers"] = [{"name": SERVICE_HEADER, "string_match": {"exact": service_header}}]
-    return {
-        "match": match,
-        "route": {
-            "cluster": cluster,
-            # Server streams (tracking, fleet, orders) live as long as the client wants.
-            "timeout": "0s",
-            "max_stream_duration": {"grpc_timeout_header_max": "0s"},
-        },
+    action: dict[str, Any] = {
+        "cluster": cluster,
+        # Server streams (tracking, fleet, orders) live as long as the client wants.
+        "timeout": "0s",
+        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
     }
+    if hash_header is not None and cluster == HASHED_SERVICE:
+        action["hash_policy"] = [{"header": {"header_name": hash_header}}]
+    return {"match": match, "route": action}
 
 
-def _routes(services: Sequence[str]) -> list[dict[str, Any]]:
+def _routes(services: Sequence[str], hash_header: str | None = None) -> list[dict[str, Any]]:
     routes = [
         _route(prefix, name, service_header=name) for prefix in SHARED_PREFIXES for name in services
     ]
     routes += [_route(prefix, DEFAULT_SERVICE) for prefix in SHARED_PREFIXES]
-    routes += [_route(prefix, name) for name in services for prefix in PACKAGES[name]]
+    routes += [
+        _route(prefix, name, hash_header=hash_header)
+        for name in services
+        for prefix in PACKAGES[name]
+    ]
     return routes
 
 
-def _cors_policy(allowed_origins: Sequence[str]) -> dict[str, Any]:
+def _cors_policy(allowed_origins: Sequence[str], hash_header: str | None) -> dict[str, Any]:
     origins = [
         {"safe_regex": {"regex": ".*"}} if origin == "*" else {"exact": origin}
         for origin in allowed_origins
@@ -71,7 +99,8 @@ def _cors_policy(allowed_origins: Sequence[str]) -> dict[str, Any]:
         "@type": f"{_TYPES}.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": origins,
         "allow_methods": "GET, PUT, DELETE, POST, OPTIONS",
-        "allow_headers": ALLOW_HEADERS,
+        # Browsers may send the hash header only if the preflight allows it.
+        "allow_headers": ALLOW_HEADERS + (f",{hash_header}" if hash_header else ""),
         "expose_headers": "grpc-status,grpc-message",
         "max_age": "86400",
     }
@@ -81,7 +110,28 @@ def _http_filter(name: str, type_name: str) -> dict[str, Any]:
     return {"name": name, "typed_config": {"@type": f"{_TYPES}.filters.http.{type_name}"}}
 
 
-def _listener(listen_port: int, services: Sequence[str], origins: Sequence[str]) -> dict[str, Any]:
+def _tls_socket(cert: str, key: str) -> dict[str, Any]:
+    context = {
+        "common_tls_context": {
+            # h2 first: gRPC clients need HTTP/2; browsers may fall back to HTTP/1.1 grpc-web.
+            "alpn_protocols": ["h2", "http/1.1"],
+            "tls_certificates": [
+                {"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}
+            ],
+        }
+    }
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": f"{_TYPES}.transport_sockets.tls.v3.DownstreamTlsContext",
+            **context,
+        },
+    }
+
+
+def _listener(
+    listen_port: int, services: Sequence[str], origins: Sequence[str], options: EdgeOptions
+) -> dict[str, Any]:
     manager = {
         "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
@@ -94,8 +144,10 @@ def _listener(listen_port: int, services: Sequence[str], origins: Sequence[str])
                 {
                     "name": "lastmile",
                     "domains": ["*"],
-                    "routes": _routes(services),
-                    "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(origins)},
+                    "routes": _routes(services, options.hash_header),
+                    "typed_per_filter_config": {
+                        "envoy.filters.http.cors": _cors_policy(origins, options.hash_header)
+                    },
                 }
             ],
         },
@@ -106,34 +158,30 @@ def _listener(listen_port: int, services: Sequence[str], origins: Sequence[str])
             _http_filter("envoy.filters.http.router", "router.v3.Router"),
         ],
     }
-    return {
-        "name": "edge",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
-        "filter_chains": [
-            {
-                "filters": [
-                    {
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": manager,
-                    }
-                ]
-            }
-        ],
+    chain: dict[str, Any] = {
+        "filters": [
+            {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
+        ]
     }
+    if options.tls_cert is not None and options.tls_key is not None:
+        chain["transport_socket"] = _tls_socket(options.tls_cert, options.tls_key)
+    address = {"socket_address": {"address": options.listen_address, "port_value": listen_port}}
+    return {"name": "edge", "address": address, "filter_chains": [chain]}
 
 
-def _cluster(name: str, port: int) -> dict[str, Any]:
+def _cluster(name: str, port: int, options: EdgeOptions) -> dict[str, Any]:
     limit = {
         "max_connections": MAX_STREAMS,
         "max_pending_requests": MAX_STREAMS,
         "max_requests": MAX_STREAMS,
     }
-    endpoint = {
-        "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
-    }
-    return {
+    host = (options.hosts or {}).get(name)
+    socket = {"address": host or "127.0.0.1", "port_value": port}
+    endpoint = {"endpoint": {"address": {"socket_address": socket}}}
+    cluster: dict[str, Any] = {
         "name": name,
-        "type": "STATIC",
+        # A DNS name may stand for many pods (a headless Service): each address is an endpoint.
+        "type": "STRICT_DNS" if host else "STATIC",
         "connect_timeout": "2s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [endpoint]}]},
         # gRPC needs HTTP/2 towards the services; Envoy speaks HTTP/1.1 upstream by default.
@@ -145,6 +193,9 @@ def _cluster(name: str, port: int) -> dict[str, Any]:
         },
         "circuit_breakers": {"thresholds": [limit]},
     }
+    if options.hash_header is not None and name == HASHED_SERVICE:
+        cluster["lb_policy"] = "RING_HASH"
+    return cluster
 
 
 def _connection_limit() -> dict[str, Any]:
@@ -164,13 +215,16 @@ def render_envoy_config(
     admin_port: int,
     upstreams: Mapping[str, int],
     allowed_origins: Sequence[str] = ("*",),
+    options: EdgeOptions | None = None,
 ) -> str:
     """Static Envoy config routing gRPC and grpc-web by package to the services' loopback ports.
 
     ``upstreams`` maps service names (gateway, tracking, dispatch, pod) to gRPC ports; the
     gateway is required because health and reflection calls without the
     ``x-lastmile-service`` header go to it. ``allowed_origins`` takes exact origins, or "*".
+    ``options`` (default: loopback, no TLS, round robin) describes a Kubernetes edge.
     """
+    edge = options or EdgeOptions()
     unknown = set(upstreams) - set(PACKAGES)
     if unknown:
         raise ValueError(f"unknown services {sorted(unknown)}; known: {sorted(PACKAGES)}")
@@ -180,11 +234,11 @@ def render_envoy_config(
     config = {
         "overload_manager": {"resource_monitors": [_connection_limit()]},
         "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+            "address": {"socket_address": {"address": edge.admin_address, "port_value": admin_port}}
         },
         "static_resources": {
-            "listeners": [_listener(listen_port, services, allowed_origins)],
-            "clusters": [_cluster(name, upstreams[name]) for name in services],
+            "listeners": [_listener(listen_port, services, allowed_origins, edge)],
+            "clusters": [_cluster(name, upstreams[name], edge) for name in services],
         },
     }
     return json.dumps(config, indent=2) + "\n"

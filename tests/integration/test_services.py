@@ -21,17 +21,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from lastmile.dispatch.v1 import (
-    dispatch_service_pb2,
-    order_service_pb2,
-    order_service_pb2_grpc,
-)
+from lastmile.dispatch.v1 import dispatch_service_pb2, order_service_pb2
 from lastmile.driver.v1 import driver_service_pb2
-from lastmile.integration.v1 import integration_service_pb2
+from lastmile.integration.v1 import integration_service_pb2, integration_service_pb2_grpc
 from lastmile.origin.v1 import origin_service_pb2
 from lastmile.pod.v1 import pod_service_pb2
 from lastmile.tracking.v1 import fleet_service_pb2, tracking_service_pb2
-from lastmile_client.lastmile.dispatch.v1 import GetOrderRequest, OrderServiceStub
+from lastmile_client.lastmile.integration.v1 import ListWebhooksRequest, WebhookServiceStub
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops import health
@@ -171,9 +167,10 @@ def test_typescript_grpc_web_client_through_the_edge(platform: Platform) -> None
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["service"] == "lastmile.tracking.v1.TrackingService"
     assert report["method"] == "GetTracking"
+    # The tracking service itself answered (an unknown token), not the edge or the transport.
     assert report["ok"] is False
-    assert report["code"] == "unimplemented"
-    assert "GetTracking" in report["message"]
+    assert report["code"] in {"not_found", "unauthenticated"}
+    assert report["message"]
 
 
 # --- reflection ----------------------------------------------------------------------------
@@ -197,29 +194,32 @@ def test_reflection_lists_the_services(platform: Platform, service: str) -> None
 
 
 # --- unimplemented RPCs --------------------------------------------------------------------
+# WebhookService lands with the integrations issue; until then it shows what an RPC without
+# behaviour answers, through each kind of generated client.
 
 
 @pytest.mark.parametrize("via_edge", [False, True], ids=["direct", "edge"])
 def test_unimplemented_rpc_with_the_grpcio_stub(platform: Platform, via_edge: bool) -> None:
     address = platform.edge_address if via_edge else platform.addresses["dispatch"]
     with grpc.insecure_channel(address) as channel:
-        stub = order_service_pb2_grpc.OrderServiceStub(channel)
+        stub = integration_service_pb2_grpc.WebhookServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.GetOrder(order_service_pb2.GetOrderRequest(order_id="o-1"), timeout=10)
+            stub.ListWebhooks(integration_service_pb2.ListWebhooksRequest(), timeout=10)
     error = caught.value
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert error.details() == "/lastmile.dispatch.v1.OrderService/GetOrder is not implemented yet"
+    expected = "/lastmile.integration.v1.WebhookService/ListWebhooks is not implemented yet"
+    assert error.details() == expected
 
 
 async def test_unimplemented_rpc_with_the_betterproto_client(platform: Platform) -> None:
     channel = Channel("127.0.0.1", platform.settings.dispatch_port)
     try:
         with pytest.raises(GRPCError) as caught:
-            await OrderServiceStub(channel).get_order(GetOrderRequest(order_id="o-1"), timeout=10)
+            await WebhookServiceStub(channel).list_webhooks(ListWebhooksRequest(), timeout=10)
     finally:
         channel.close()
     assert caught.value.status == Status.UNIMPLEMENTED
-    assert caught.value.message is not None and "GetOrder" in caught.value.message
+    assert caught.value.message is not None and "ListWebhooks" in caught.value.message
 
 
 # --- schema --------------------------------------------------------------------------------
@@ -290,16 +290,16 @@ def _handled(url: str, method: str, code: str) -> float:
 
 
 def test_metrics_count_handled_rpcs(platform: Platform) -> None:
-    before = _handled(platform.metrics_url, "ListOrders", "UNIMPLEMENTED")
+    before = _handled(platform.metrics_url, "ListWebhooks", "UNIMPLEMENTED")
     with grpc.insecure_channel(platform.addresses["dispatch"]) as channel:
-        stub = order_service_pb2_grpc.OrderServiceStub(channel)
+        stub = integration_service_pb2_grpc.WebhookServiceStub(channel)
         with pytest.raises(grpc.RpcError):
-            stub.ListOrders(order_service_pb2.ListOrdersRequest(), timeout=10)
+            stub.ListWebhooks(integration_service_pb2.ListWebhooksRequest(), timeout=10)
     # The counter moves once the handler finished, which may be just after the client saw it.
     after = wait_until(
-        lambda: _handled(platform.metrics_url, "ListOrders", "UNIMPLEMENTED") >= before + 1,
+        lambda: _handled(platform.metrics_url, "ListWebhooks", "UNIMPLEMENTED") >= before + 1,
         timeout=5,
         what="lastmile_rpc_handled_total to count the call",
     )
     assert after
-    assert _handled(platform.metrics_url, "ListOrders", "UNIMPLEMENTED") == before + 1
+    assert _handled(platform.metrics_url, "ListWebhooks", "UNIMPLEMENTED") == before + 1

@@ -1,0 +1,209 @@
+"""Driver and geofence events applied to orders (a consumer group on the bus).
+
+- StopEvent ARRIVED at a pickup stop -> AT_PICKUP; at a drop-off stop -> NEARBY;
+  PICKED_UP -> PICKED_UP (skipped steps such as TO_PICKUP are recorded on the way).
+- Geofence ENTER of a PICKUP fence -> AT_PICKUP (when TO_PICKUP); of a NEARBY or DROP_OFF
+  fence -> NEARBY (when PICKED_UP).
+- FailedAttempt -> the failed-attempt use case (dispatch.failures).
+- OfferAnswer -> :func:`on_offer_answer`, the hook the instant matcher fills in.
+- A confirmed proof (PROOF_EVENTS, written by pod through the outbox) -> DELIVERED.
+
+Replays are harmless: a report the order is already past is skipped, and each driver event
+is recorded with a dedupe key (driver + sequence number) so it applies once. A domain refusal
+(illegal transition) is logged and acked; an unexpected error leaves the entry pending, and
+the consumer's pending entries are retried when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+from lastmile.common.v1 import route_pb2
+from lastmile.driver.v1 import driver_pb2, driver_service_pb2
+from lastmile.tracking.v1 import tracking_pb2
+
+from core import topics
+from core.bus import StreamEntry
+from core.errors import ServiceError
+from dispatch import failures, progress
+from dispatch import state_machine as sm
+from dispatch.context import DispatchContext
+from dispatch.order_store import Actor
+from dispatch.proof_events import apply_proof_event
+
+log = logging.getLogger(__name__)
+GROUP = "dispatch-orders"
+STREAMS = (topics.DRIVER_EVENTS, topics.GEOFENCE_EVENTS, topics.PROOF_EVENTS)
+
+
+async def on_offer_answer(ctx: DispatchContext, driver_id: str, answer: Any) -> None:
+    """Hook for the instant matcher (not built yet): an answer to an offer."""
+    log.info("offer answer received", extra={"driver_id": driver_id, "offer": answer.offer_id})
+
+
+class DriverEventConsumer:
+    """Background component of the dispatch process: see the module docstring."""
+
+    service_names: tuple[str, ...] = ()
+
+    def __init__(self, ctx: DispatchContext) -> None:
+        self._ctx = ctx
+        self._name = f"dispatch-{os.getpid()}"
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, server: object) -> None:
+        """No servicer: a worker."""
+
+    async def start(self) -> None:
+        """Create the group (from the start of the streams) and start consuming."""
+        for stream in STREAMS:
+            await self._ctx.bus.ensure_group(stream, GROUP, "0")
+        self._task = asyncio.create_task(self._run(), name="driver-events")
+
+    async def stop(self) -> None:
+        """Stop consuming; unacked entries stay pending for the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        await self._handle_all(await self._pending())
+        while True:
+            try:
+                entries = await self._ctx.bus.read_group(
+                    STREAMS, GROUP, self._name, block_ms=self._ctx.settings.order_consumer_block_ms
+                )
+                await self._handle_all(entries)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("driver-event consumer failed; retrying")
+                await asyncio.sleep(self._ctx.settings.outbox_poll_interval_s)
+
+    async def _pending(self) -> list[StreamEntry]:
+        reply: Any = await self._ctx.bus.redis.xreadgroup(
+            GROUP, self._name, {s: "0" for s in STREAMS}, count=1000
+        )
+        return [
+            StreamEntry(stream.decode(), entry_id.decode(), fields)
+            for stream, entries in reply or []
+            for entry_id, fields in entries
+        ]
+
+    async def _handle_all(self, entries: list[StreamEntry]) -> None:
+        for entry in entries:
+            try:
+                await self.handle(entry)
+            except ServiceError as exc:
+                log.info("event refused", extra={"entry": entry.entry_id, "reason": str(exc)})
+            except Exception:
+                log.exception("event failed; left pending", extra={"entry": entry.entry_id})
+                continue
+            await self._ctx.bus.ack(entry.stream, GROUP, [entry.entry_id])
+
+    async def handle(self, entry: StreamEntry) -> None:
+        """Apply one entry of any of the consumed streams."""
+        if entry.stream == topics.PROOF_EVENTS:
+            await apply_proof_event(self._ctx, entry.fields[b"data"])
+            return
+        if entry.stream == topics.GEOFENCE_EVENTS:
+            event = tracking_pb2.GeofenceEvent.FromString(entry.fields[b"data"])
+            await self._geofence(event)
+            return
+        driver_id = entry.fields[b"driver"].decode()
+        seq = entry.fields.get(b"seq", b"").decode()
+        request = driver_service_pb2.ConnectRequest.FromString(entry.fields[b"data"])
+        dedupe = f"driver:{driver_id}:{seq}" if seq else ""
+        kind = request.WhichOneof("event")
+        if kind == "stop":
+            await self._stop(driver_id, request.stop, dedupe)
+        elif kind == "failed_attempt":
+            await self._failed(driver_id, request.failed_attempt, dedupe)
+        elif kind == "offer_answer":
+            await on_offer_answer(self._ctx, driver_id, request.offer_answer)
+
+    async def _stop(self, driver_id: str, stop: driver_pb2.StopEvent, dedupe: str) -> None:
+        actor = Actor(f"driver:{driver_id}")
+        if stop.kind == driver_pb2.STOP_EVENT_KIND_PICKED_UP:
+            target = sm.PICKED_UP
+        elif stop.kind == driver_pb2.STOP_EVENT_KIND_ARRIVED:
+            target = sm.NEARBY if await self._is_drop_off(stop) else sm.AT_PICKUP
+        else:
+            return
+        details = {"stop_id": stop.stop_id}
+        await progress.advance(
+            self._ctx,
+            stop.order_id,
+            target,
+            actor,
+            driver_id=driver_id,
+            dedupe=dedupe,
+            details=details,
+        )
+
+    async def _is_drop_off(self, stop: driver_pb2.StopEvent) -> bool:
+        """The stop's kind from the route when known, else from the order's progress."""
+        async with self._ctx.database.pool.acquire() as conn:
+            kind = await conn.fetchval(
+                "SELECT kind FROM route_stops WHERE stop_id = $1", stop.stop_id
+            )
+            if kind is not None:
+                return bool(kind == route_pb2.STOP_KIND_DROP_OFF)
+            status = await conn.fetchval(
+                "SELECT status FROM orders WHERE order_id = $1", stop.order_id
+            )
+        return status in (sm.PICKED_UP, sm.NEARBY)
+
+    async def _failed(self, driver_id: str, attempt: driver_pb2.FailedAttempt, dedupe: str) -> None:
+        async with self._ctx.database.pool.acquire() as conn:
+            owner = await conn.fetchval(
+                "SELECT driver_id FROM orders WHERE order_id = $1", attempt.order_id
+            )
+        if owner != driver_id:
+            return
+        report = failures.Attempt(
+            order_id=attempt.order_id,
+            reason=attempt.reason,
+            note=attempt.note,
+            photo_key=attempt.photo_key,
+            lat=attempt.position.lat if attempt.HasField("position") else None,
+            lng=attempt.position.lng if attempt.HasField("position") else None,
+            dedupe=dedupe,
+        )
+        await failures.report_failed_attempt(self._ctx, None, report, Actor(f"driver:{driver_id}"))
+
+    async def _geofence(self, event: tracking_pb2.GeofenceEvent) -> None:
+        if event.kind != tracking_pb2.GEOFENCE_EVENT_KIND_ENTER or not event.order_id:
+            return
+        async with self._ctx.database.pool.acquire() as conn:
+            purpose = await conn.fetchval(
+                "SELECT purpose FROM geofences WHERE geofence_id = $1", event.geofence_id
+            )
+        actor = Actor(f"driver:{event.driver_id}")
+        details = {"geofence_id": event.geofence_id}
+        if purpose == tracking_pb2.GEOFENCE_PURPOSE_PICKUP:
+            await progress.advance(
+                self._ctx,
+                event.order_id,
+                sm.AT_PICKUP,
+                actor,
+                only_from=frozenset({sm.TO_PICKUP}),
+                details=details,
+            )
+        elif purpose in (
+            tracking_pb2.GEOFENCE_PURPOSE_NEARBY,
+            tracking_pb2.GEOFENCE_PURPOSE_DROP_OFF,
+        ):
+            await progress.advance(
+                self._ctx,
+                event.order_id,
+                sm.NEARBY,
+                actor,
+                only_from=frozenset({sm.PICKED_UP}),
+                details=details,
+            )

@@ -1,0 +1,91 @@
+"""Origins (restaurants, stores, depots): UpsertOrigin, GetOrigin, ListOrigins. Each origin is
+tagged with the area its position lies in; the rest of OriginService is not built yet."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from google.protobuf.duration_pb2 import Duration
+from lastmile.origin.v1 import origin_pb2
+
+from core.errors import AlreadyExists, InvalidArgument, NotFound
+from core.settings import Settings
+from dispatch import areas, paging
+from dispatch.convert import check_position, message_from_json, message_json
+
+if TYPE_CHECKING:
+    from core.db import Conn
+    from dispatch.order_store import Row
+
+
+async def upsert_origin(conn: Conn, tenant_id: str, origin: origin_pb2.Origin) -> origin_pb2.Origin:
+    """Create or update an origin; its area comes from the area polygons (area_id sent by
+    the client is ignored)."""
+    if not origin.origin_id or not origin.name:
+        raise InvalidArgument("origin.origin_id and origin.name are required")
+    lat, lng = check_position(origin.address.location, "origin.address.location")
+    if origin.default_preparation.seconds < 0:
+        raise InvalidArgument("origin.default_preparation must not be negative")
+    area_id = await areas.area_containing(conn, tenant_id, lat, lng)
+    row = await conn.fetchrow(
+        "INSERT INTO origins (origin_id, tenant_id, name, kind, address, lat, lng, area_id,"
+        " default_preparation_s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (origin_id) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,"
+        " address = EXCLUDED.address, lat = EXCLUDED.lat, lng = EXCLUDED.lng,"
+        " area_id = EXCLUDED.area_id, default_preparation_s = EXCLUDED.default_preparation_s"
+        " WHERE origins.tenant_id = EXCLUDED.tenant_id RETURNING *",
+        origin.origin_id,
+        tenant_id,
+        origin.name,
+        origin.kind,
+        message_json(origin.address),
+        lat,
+        lng,
+        area_id,
+        origin.default_preparation.seconds,
+    )
+    if row is None:
+        raise AlreadyExists(f"origin id {origin.origin_id!r} is taken")
+    return origin_message(dict(row))
+
+
+def origin_message(row: Row) -> origin_pb2.Origin:
+    """The Origin message of a row."""
+    origin = origin_pb2.Origin(
+        origin_id=row["origin_id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        kind=row["kind"],
+        area_id=row["area_id"] or "",
+        default_preparation=Duration(seconds=row["default_preparation_s"]),
+    )
+    message_from_json(row["address"], origin.address)
+    origin.address.location.lat, origin.address.location.lng = row["lat"], row["lng"]
+    return origin
+
+
+async def get_origin(conn: Conn, tenant_id: str, origin_id: str) -> origin_pb2.Origin:
+    """One origin of the tenant; NotFound otherwise."""
+    row = await conn.fetchrow(
+        "SELECT * FROM origins WHERE origin_id = $1 AND tenant_id = $2", origin_id, tenant_id
+    )
+    if row is None:
+        raise NotFound(f"origin {origin_id!r} not found")
+    return origin_message(dict(row))
+
+
+async def list_origins(
+    conn: Conn, settings: Settings, tenant_id: str, size: int, token: str
+) -> tuple[list[origin_pb2.Origin], str]:
+    """The tenant's origins by id, keyset-paged."""
+    limit = paging.page_size(settings, size)
+    after = paging.decode_token(token, 1)
+    rows = await conn.fetch(
+        "SELECT * FROM origins WHERE tenant_id = $1 AND origin_id > $2 ORDER BY origin_id LIMIT $3",
+        tenant_id,
+        str(after[0]) if after else "",
+        limit + 1,
+    )
+    page = rows[:limit]
+    next_token = paging.encode_token([page[-1]["origin_id"]]) if len(rows) > limit else ""
+    return [origin_message(dict(r)) for r in page], next_token

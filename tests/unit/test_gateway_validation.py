@@ -1,0 +1,135 @@
+"""The gateway's event checks: each bad input gets its code and a message naming the field."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from lastmile.common.v1 import common_pb2
+from lastmile.driver.v1 import driver_pb2, driver_service_pb2
+
+from core.settings import Settings
+from gateway import validation
+
+SETTINGS = Settings.from_env({})
+NOW = 1_800_000_000.0
+
+
+def _fix(
+    lat: float = 35.9, lng: float = 14.5, at: float = NOW - 1, **extra: float
+) -> common_pb2.GpsFix:
+    fix = common_pb2.GpsFix(accuracy_m=5, speed_mps=10, heading_deg=90)
+    for key, value in extra.items():
+        setattr(fix, key, value)
+    fix.position.lat, fix.position.lng = lat, lng
+    fix.captured_at.FromMicroseconds(int(at * 1e6))
+    return fix
+
+
+def _batch(*fixes: common_pb2.GpsFix) -> driver_pb2.LocationBatch:
+    return driver_pb2.LocationBatch(fixes=list(fixes))
+
+
+def test_a_good_batch_passes() -> None:
+    assert validation.check_batch(_batch(_fix(at=NOW - 2), _fix(at=NOW - 1)), SETTINGS, NOW) is None
+
+
+def test_unknown_speed_and_heading_are_allowed() -> None:
+    assert validation.check_batch(_batch(_fix(speed_mps=-1, heading_deg=-1)), SETTINGS, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("fix", "field"),
+    [
+        (_fix(lat=math.nan), "fixes[0].position.lat"),
+        (_fix(lat=91), "fixes[0].position.lat"),
+        (_fix(lng=-180.5), "fixes[0].position.lng"),
+        (_fix(lng=math.inf), "fixes[0].position.lng"),
+        (_fix(accuracy_m=-1), "fixes[0].accuracy_m"),
+        (_fix(accuracy_m=1e7), "fixes[0].accuracy_m"),
+        (_fix(speed_mps=101), "fixes[0].speed_mps"),
+        (_fix(speed_mps=math.nan), "fixes[0].speed_mps"),
+        (_fix(heading_deg=400), "fixes[0].heading_deg"),
+        (_fix(at=NOW + 31), "fixes[0].captured_at"),
+        (_fix(at=NOW - 86401), "fixes[0].captured_at"),
+    ],
+)
+def test_bad_fixes_are_refused_naming_the_field(fix: common_pb2.GpsFix, field: str) -> None:
+    refusal = validation.check_batch(_batch(fix), SETTINGS, NOW)
+    assert refusal is not None
+    assert refusal.code == validation.INVALID_ARGUMENT
+    assert field in refusal.message
+
+
+def test_the_index_of_the_bad_fix_is_named() -> None:
+    refusal = validation.check_batch(_batch(_fix(), _fix(), _fix(lat=math.nan)), SETTINGS, NOW)
+    assert refusal is not None and "fixes[2]" in refusal.message
+
+
+def test_missing_position_and_time_are_refused() -> None:
+    no_position = _fix()
+    no_position.ClearField("position")
+    no_time = _fix()
+    no_time.ClearField("captured_at")
+    assert "position is missing" in str(validation.check_batch(_batch(no_position), SETTINGS, NOW))
+    assert "captured_at is missing" in str(validation.check_batch(_batch(no_time), SETTINGS, NOW))
+
+
+def test_batch_size_limits() -> None:
+    empty = validation.check_batch(_batch(), SETTINGS, NOW)
+    assert empty is not None and "empty" in empty.message
+    big = validation.check_batch(_batch(*[_fix()] * 101), SETTINGS, NOW)
+    assert big is not None and "at most 100" in big.message
+    assert validation.check_batch(_batch(*[_fix()] * 100), SETTINGS, NOW) is None
+
+
+def test_fixes_must_be_in_time_order() -> None:
+    refusal = validation.check_batch(_batch(_fix(at=NOW - 1), _fix(at=NOW - 5)), SETTINGS, NOW)
+    assert refusal is not None and "fixes[1].captured_at" in refusal.message
+
+
+def test_sequence_rules() -> None:
+    assert validation.check_seq(1, 0) is None
+    assert validation.check_seq(10, 3) is None  # gaps are allowed
+    zero = validation.check_seq(0, 0)
+    assert zero is not None and zero.code == validation.FAILED_PRECONDITION
+    backwards = validation.check_seq(3, 7)
+    assert backwards is not None and backwards.code == validation.FAILED_PRECONDITION
+    assert "backwards" in backwards.message
+    repeat = validation.check_seq(7, 7)
+    assert repeat is not None
+    assert validation.check_seq(2**53, 0) is not None
+
+
+Req = driver_service_pb2.ConnectRequest
+
+
+@pytest.mark.parametrize(
+    ("request_", "text"),
+    [
+        (Req(seq=1), "event is empty"),
+        (Req(seq=1, hello=driver_pb2.Hello()), "Hello"),
+        (Req(seq=1, status=driver_pb2.StatusChange()), "status.status"),
+        (
+            Req(seq=1, stop=driver_pb2.StopEvent(kind=driver_pb2.STOP_EVENT_KIND_ARRIVED)),
+            "stop.order_id",
+        ),
+        (Req(seq=1, stop=driver_pb2.StopEvent(order_id="o")), "stop.kind"),
+        (Req(seq=1, offer_answer=driver_pb2.OfferAnswer()), "offer_answer.offer_id"),
+        (
+            Req(seq=1, failed_attempt=driver_pb2.FailedAttempt(order_id="o")),
+            "failed_attempt.reason",
+        ),
+        (Req(seq=1, route_ack=driver_pb2.RouteAck()), "route_ack.route_id"),
+    ],
+)
+def test_other_events_are_checked(request_: driver_service_pb2.ConnectRequest, text: str) -> None:
+    refusal = validation.check_event(request_, SETTINGS, NOW)
+    assert refusal is not None and text in refusal.message
+
+
+def test_good_other_events_pass() -> None:
+    status = Req(seq=1, status=driver_pb2.StatusChange(status=common_pb2.DRIVER_STATUS_IDLE))
+    answer = Req(seq=2, offer_answer=driver_pb2.OfferAnswer(offer_id="x", accepted=True))
+    assert validation.check_event(status, SETTINGS, NOW) is None
+    assert validation.check_event(answer, SETTINGS, NOW) is None

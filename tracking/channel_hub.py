@@ -1,0 +1,180 @@
+"""One Redis pub/sub connection per process, shared by every customer Track stream.
+
+Thousands of streams watching thousands of orders must not open a connection each: the hub
+SUBSCRIBEs to an order channel when its first watcher arrives, UNSUBSCRIBEs when the last
+leaves, and copies each message into the bounded :class:`Inbox` of every watcher of that
+channel. An inbox never blocks the reader: when full it drops its oldest position or ETA
+(a newer one follows), never a status change unless nothing else can go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from lastmile.tracking.v1 import tracking_service_pb2
+from prometheus_client import Counter, Gauge
+from redis.asyncio.client import PubSub
+
+from core.bus import Bus
+
+log = logging.getLogger(__name__)
+RETRY_S = 1.0
+# Longest wait for Redis to confirm a SUBSCRIBE before the stream goes on regardless.
+SUBSCRIBE_WAIT_S = 5.0
+# Updates superseded by the next one of their kind: safe to drop under pressure.
+_DROPPABLE = frozenset({"position", "eta", "route_line"})
+WATCHERS = Gauge("lastmile_tracking_watchers", "Track streams attached to the channel hub.")
+CHANNELS = Gauge("lastmile_tracking_channels", "Order channels the hub is subscribed to.")
+DROPPED = Counter("lastmile_tracking_updates_dropped_total", "Updates dropped by full inboxes.")
+
+
+class Inbox:
+    """The bounded queue of one Track stream."""
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[tracking_service_pb2.TrackResponse] = deque()
+        self._size = max(1, size)
+        self._ready = asyncio.Event()
+
+    def put(self, update: tracking_service_pb2.TrackResponse) -> None:
+        """Add an update; when full, drop the oldest droppable one (else the oldest)."""
+        if len(self._items) >= self._size:
+            DROPPED.inc()
+            for index, queued in enumerate(self._items):
+                if queued.WhichOneof("update") in _DROPPABLE:
+                    del self._items[index]
+                    break
+            else:
+                self._items.popleft()
+        self._items.append(update)
+        self._ready.set()
+
+    async def get(self, wait_s: float) -> tracking_service_pb2.TrackResponse | None:
+        """The next update, or None after ``wait_s`` seconds without one."""
+        if not self._items:
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), wait_s)
+        return self._items.popleft() if self._items else None
+
+
+class ChannelHub:
+    """The shared subscription (a host component); see the module docstring."""
+
+    service_names: tuple[str, ...] = ()
+
+    def __init__(self, bus: Bus, inbox_size: int) -> None:
+        self._bus = bus
+        self._inbox_size = inbox_size
+        self._watchers: dict[str, set[Inbox]] = {}
+        self._pubsub: PubSub | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._has_channels = asyncio.Event()
+        self._lock = asyncio.Lock()
+        # Channels whose SUBSCRIBE Redis has not confirmed yet.
+        self._unconfirmed: dict[str, asyncio.Event] = {}
+
+    def register(self, server: object) -> None:
+        """No servicer."""
+
+    async def start(self) -> None:
+        """Open the shared connection and start reading."""
+        self._pubsub = self._bus.redis.pubsub()
+        self._task = asyncio.create_task(self._read(), name="tracking-channel-hub")
+
+    async def stop(self) -> None:
+        """Stop reading and close the connection (streams have drained by now)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+
+    @contextlib.asynccontextmanager
+    async def watch(self, channel: str) -> AsyncIterator[Inbox]:
+        """An inbox receiving ``channel``'s updates while the context is open."""
+        inbox = Inbox(self._inbox_size)
+        await self._attach(channel, inbox)
+        try:
+            yield inbox
+        finally:
+            await self._detach(channel, inbox)
+
+    async def _attach(self, channel: str, inbox: Inbox) -> None:
+        assert self._pubsub is not None, "hub not started"
+        async with self._lock:
+            watchers = self._watchers.setdefault(channel, set())
+            watchers.add(inbox)
+            WATCHERS.inc()
+            if len(watchers) == 1:
+                self._unconfirmed[channel] = asyncio.Event()
+                await self._pubsub.subscribe(channel)
+                CHANNELS.inc()
+                self._has_channels.set()
+            confirmed = self._unconfirmed.get(channel)
+        if confirmed is not None:
+            # Confirmed by Redis before the caller reads its snapshot: no update between the
+            # snapshot and the first live message is missed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(confirmed.wait(), SUBSCRIBE_WAIT_S)
+
+    async def _detach(self, channel: str, inbox: Inbox) -> None:
+        async with self._lock:
+            watchers = self._watchers.get(channel)
+            if watchers is None or inbox not in watchers:
+                return
+            watchers.discard(inbox)
+            WATCHERS.dec()
+            if not watchers:
+                del self._watchers[channel]
+                CHANNELS.dec()
+                if self._pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                await self._has_channels.wait()
+                assert self._pubsub is not None
+                message = await self._pubsub.get_message(timeout=1.0)
+                if message is None:
+                    if not self._watchers:
+                        self._has_channels.clear()
+                    continue
+                self._deliver(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # redis-py reconnects and resubscribes on the next call.
+                log.exception("channel hub read failed; retrying")
+                await asyncio.sleep(RETRY_S)
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        channel = message["channel"]
+        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+        if message.get("type") == "subscribe":
+            confirmed = self._unconfirmed.pop(name, None)
+            if confirmed is not None:
+                confirmed.set()
+            return
+        if message.get("type") != "message":
+            return
+        watchers = self._watchers.get(name)
+        if not watchers:
+            return
+        try:
+            update = tracking_service_pb2.TrackResponse.FromString(bytes(message["data"]))
+        except Exception:
+            log.warning("undecodable update on %s skipped", name)
+            return
+        for inbox in watchers:
+            inbox.put(update)

@@ -1,0 +1,180 @@
+"""What a customer may see of their order: the tracking token resolved to the order, and
+the full ``TrackingSnapshot`` built from PostgreSQL and the live state in Redis.
+
+Token checks: one SELECT by the token's digest (the token itself is never stored). Unknown:
+NOT_FOUND; revoked or expired: UNAUTHENTICATED; both with a fixed message that names no
+order, so a wrong guess learns nothing. The driver's position is shown only while the order
+is under way with that driver (TO_PICKUP..NEARBY), road-snapped and rounded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+from lastmile.common.v1 import common_pb2
+from lastmile.tracking.v1 import tracking_pb2
+
+from core.auth import tracking_token_digest
+from core.bus import Bus
+from core.db import Database
+from core.errors import InvalidArgument, NotFound, Unauthenticated
+from core.geo import LatLng
+from core.live_state_keys import driver_key
+from core.settings import Settings
+from tracking.active_orders import VISIBLE
+from tracking.eta import eta_key, parse_line
+from tracking.fanout import approximate
+
+#: Statuses that end a Track stream (the contract's "final": nothing more to watch).
+FINAL = frozenset(
+    {
+        common_pb2.ORDER_STATUS_DELIVERED,
+        common_pb2.ORDER_STATUS_FAILED,
+        common_pb2.ORDER_STATUS_RETURNED,
+        common_pb2.ORDER_STATUS_CANCELLED,
+    }
+)
+#: Statuses in which the customer may still edit instructions or reschedule (before pickup).
+CHANGEABLE = frozenset(
+    {
+        common_pb2.ORDER_STATUS_PENDING,
+        common_pb2.ORDER_STATUS_OFFERED,
+        common_pb2.ORDER_STATUS_ASSIGNED,
+        common_pb2.ORDER_STATUS_TO_PICKUP,
+        common_pb2.ORDER_STATUS_AT_PICKUP,
+        common_pb2.ORDER_STATUS_RESCHEDULED,
+    }
+)
+MAX_TOKEN_CHARS = 256
+NOT_FOUND_MESSAGE = "tracking link not found"
+EXPIRED_MESSAGE = "tracking link expired or revoked"
+
+_ORDER_BY_DIGEST = (
+    "SELECT o.order_id, o.status, coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat,"
+    " o.drop_off_lng, o.drop_off_start, o.drop_off_end, o.instructions,"
+    " o.tracking_token_expires_at, o.tracking_token_revoked, coalesce(d.name, '') AS driver_name"
+    " FROM orders o LEFT JOIN drivers d ON d.driver_id = o.driver_id"
+    " WHERE o.tracking_token_digest = $1"
+)
+_TIMELINE = (
+    "SELECT to_status, at, event_type, details FROM order_events"
+    " WHERE order_id = $1 AND from_status <> to_status ORDER BY sequence"
+)
+_PROOF = "SELECT proof_id FROM proofs WHERE order_id = $1 ORDER BY confirmed_at DESC LIMIT 1"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedOrder:
+    """The order behind a valid tracking token."""
+
+    order_id: str
+    row: dict[str, Any]
+
+
+def _stamp(value: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def check_token(row: dict[str, Any] | None, now: dt.datetime) -> TrackedOrder:
+    """The order of a token's row; NotFound / Unauthenticated as in the module docstring."""
+    if row is None:
+        raise NotFound(NOT_FOUND_MESSAGE)
+    expires = row["tracking_token_expires_at"]
+    if row["tracking_token_revoked"] or (expires is not None and expires <= now):
+        raise Unauthenticated(EXPIRED_MESSAGE)
+    return TrackedOrder(row["order_id"], row)
+
+
+class SnapshotBuilder:
+    """Resolves tokens and builds snapshots; see the module docstring."""
+
+    def __init__(self, settings: Settings, bus: Bus, database: Database) -> None:
+        self._decimals = settings.customer_position_decimals
+        self._bus = bus
+        self._database = database
+
+    async def resolve(self, token: str) -> TrackedOrder:
+        """The order a tracking token opens."""
+        if not token:
+            raise InvalidArgument("tracking_token is required")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise NotFound(NOT_FOUND_MESSAGE)
+        async with self._database.pool.acquire() as conn:
+            row = await conn.fetchrow(_ORDER_BY_DIGEST, tracking_token_digest(token))
+        return check_token(dict(row) if row else None, dt.datetime.now(dt.UTC))
+
+    async def snapshot(self, order: TrackedOrder) -> tracking_pb2.TrackingSnapshot:
+        """Everything the customer sees right now."""
+        row = order.row
+        status = int(row["status"])
+        snapshot = tracking_pb2.TrackingSnapshot(
+            order_id=order.order_id,
+            status=status,  # type: ignore[arg-type]
+            destination=common_pb2.LatLng(lat=row["drop_off_lat"], lng=row["drop_off_lng"]),
+            driver_name=(row["driver_name"].split() or [""])[0],
+            changes_allowed=status in CHANGEABLE,
+        )
+        _fill_window(snapshot, row)
+        instructions = json.loads(row["instructions"] or "{}")
+        json_format.ParseDict(instructions, snapshot.instructions, ignore_unknown_fields=True)
+        await self._fill_history(snapshot, order.order_id, status)
+        if status in VISIBLE and row["driver_id"]:
+            await self._fill_live(snapshot, row["driver_id"], order.order_id)
+        return snapshot
+
+    async def _fill_history(
+        self, snapshot: tracking_pb2.TrackingSnapshot, order_id: str, status: int
+    ) -> None:
+        async with self._database.pool.acquire() as conn:
+            events = await conn.fetch(_TIMELINE, order_id)
+            proof = await conn.fetchval(_PROOF, order_id) if status in FINAL else None
+        for event in events:
+            details = json.loads(event["details"] or "{}")
+            snapshot.timeline.add(
+                status=event["to_status"],
+                at=_stamp(event["at"]),
+                failure_reason=int(details.get("failure_reason", 0)),
+                detail=event["event_type"],
+            )
+        if status == common_pb2.ORDER_STATUS_DELIVERED and proof:
+            snapshot.proof_id = proof
+
+    async def _fill_live(
+        self, snapshot: tracking_pb2.TrackingSnapshot, driver_id: str, order_id: str
+    ) -> None:
+        pipe = self._bus.redis.pipeline(transaction=False)
+        pipe.hmget(
+            driver_key(driver_id),
+            ["snapped_lat", "snapped_lng", "lat", "lng", "heading", "position_at"],
+        )
+        pipe.hmget(eta_key(order_id), ["eta_ms", "line"])
+        (slat, slng, lat, lng, heading, at_ms), (eta_ms, line) = await pipe.execute()
+        if (slat and slng) or (lat and lng):
+            exact = (
+                LatLng(float(slat), float(slng))
+                if slat and slng
+                else LatLng(float(lat), float(lng))
+            )
+            shown = approximate(exact, self._decimals)
+            snapshot.driver_position.lat, snapshot.driver_position.lng = shown.lat, shown.lng
+            snapshot.driver_heading_deg = float(heading or 0)
+            if at_ms:
+                snapshot.position_at.FromMilliseconds(int(at_ms))
+        if eta_ms:
+            snapshot.eta.FromMilliseconds(int(eta_ms))
+        for point in parse_line(line):
+            snapshot.route_line.add(lat=point.lat, lng=point.lng)
+
+
+def _fill_window(snapshot: tracking_pb2.TrackingSnapshot, row: dict[str, Any]) -> None:
+    if row["drop_off_start"] is not None:
+        snapshot.window.start.CopyFrom(_stamp(row["drop_off_start"]))
+    if row["drop_off_end"] is not None:
+        snapshot.window.end.CopyFrom(_stamp(row["drop_off_end"]))

@@ -1,0 +1,271 @@
+"""The ETA engine (a processor PositionObserver): OSRM arrivals for the customers of each
+driver, refreshed per driver when it matters, never per ping per order.
+
+A driver's ETAs are recomputed when it moved more than ``eta_refresh_distance_m`` since the
+last computation, when that is older than ``eta_refresh_interval_s``, or when its orders or
+their statuses changed. At most ``eta_max_routes_per_batch`` drivers are routed per batch
+(OSRM holds the GIL; the stalest go first, the others wait for a later batch). One OSRM
+route runs from the snapped position through the remaining stops (:mod:`tracking.eta_plan`).
+
+Per order the result is kept in Redis (``eta_key``: ``eta_ms``, ``remaining_m``, ``line``
+as JSON ``[[lat, lng], ...]``) for snapshots, published as ``TrackResponse{eta}`` (and
+``{route_line}`` when the line no longer continues the previous one) on the order's channel,
+and recorded in ``eta_predictions`` so the error against the actual arrival can be reported
+(``eta_errors``, core/migrations/0006_eta.sql).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
+from lastmile.tracking.v1 import tracking_service_pb2
+
+from core import topics
+from core.bus import Bus
+from core.db import Database
+from core.geo import LatLng, haversine_m
+from core.roads import NoRoute, RoadNetwork
+from core.settings import Settings
+from tracking.active_orders import VISIBLE, ActiveOrder, ActiveOrders
+from tracking.eta_plan import OrderEta, Stop, estimate, line_continues, stops_from_orders
+from tracking.fanout import approximate
+from tracking.positions import PositionUpdate
+
+log = logging.getLogger(__name__)
+#: How long per-order ETAs and per-driver refresh marks outlive their last refresh.
+STATE_TTL_S = 6 * 3600
+
+
+def eta_key(order_id: str) -> str:
+    """The latest ETA of one order (hash)."""
+    return f"lastmile:eta:order:{order_id}"
+
+
+def _mark_key(driver_id: str) -> str:
+    return f"lastmile:eta:driver:{driver_id}"
+
+
+def _signature(orders: Sequence[ActiveOrder]) -> str:
+    return ",".join(f"{o.order_id}:{o.status}" for o in orders)
+
+
+def _line_json(line: Sequence[LatLng]) -> str:
+    return json.dumps([[round(p.lat, 6), round(p.lng, 6)] for p in line])
+
+
+def parse_line(raw: bytes | str | None) -> list[LatLng]:
+    """A stored line back as points (empty when absent)."""
+    return [LatLng(lat, lng) for lat, lng in json.loads(raw)] if raw else []
+
+
+class EtaEngine:
+    """Refreshes, stores, publishes and records ETAs; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        database: Database,
+        roads: RoadNetwork,
+        active: ActiveOrders,
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._database = database
+        self._roads = roads
+        self._active = active
+        self._table_missing_logged = False
+
+    async def on_positions(self, updates: Sequence[PositionUpdate]) -> None:
+        """Refresh the ETAs of the drivers of this batch that need it."""
+        if not updates:
+            return
+        orders = await self._active.of_batch(updates)
+        serving = [u for u in updates if any(o.status in VISIBLE for o in orders[u.driver_id])]
+        if not serving:
+            return
+        due = await self._due(serving, orders)
+        if not due:
+            return
+        stops = await self._planned_stops(due, orders)
+        now = dt.datetime.now(dt.UTC)
+        results: list[tuple[PositionUpdate, list[OrderEta]]] = []
+        for update in due:
+            visible = [o for o in orders[update.driver_id] if o.status in VISIBLE]
+            driver_stops = stops.get(update.driver_id) or stops_from_orders(
+                visible, self._settings.eta_pickup_service_s, self._settings.eta_drop_off_service_s
+            )
+            results.append((update, self._route(update, driver_stops, visible, now)))
+        await self._store_and_publish(results, orders)
+        await self._record(results, now)
+
+    async def _due(
+        self, updates: Sequence[PositionUpdate], orders: dict[str, list[ActiveOrder]]
+    ) -> list[PositionUpdate]:
+        """The drivers to route now: moved, stale or changed orders; stalest first, bounded."""
+        pipe = self._bus.redis.pipeline(transaction=False)
+        for update in updates:
+            pipe.hmget(_mark_key(update.driver_id), ["lat", "lng", "at", "sig"])
+        marks = await pipe.execute()
+        now_s = time.time()
+        candidates: list[tuple[float, PositionUpdate]] = []
+        for update, (lat, lng, at, sig) in zip(updates, marks, strict=True):
+            signature = _signature(orders[update.driver_id])
+            if lat is None or at is None or (sig or b"").decode() != signature:
+                candidates.append((0.0, update))
+                continue
+            age = now_s - float(at)
+            moved = haversine_m(LatLng(float(lat), float(lng)), update.shown)
+            if age >= self._settings.eta_refresh_interval_s or (
+                moved >= self._settings.eta_refresh_distance_m
+            ):
+                candidates.append((float(at), update))
+        candidates.sort(key=lambda c: c[0])
+        return [u for _, u in candidates[: self._settings.eta_max_routes_per_batch]]
+
+    async def _planned_stops(
+        self, due: Sequence[PositionUpdate], orders: dict[str, list[ActiveOrder]]
+    ) -> dict[str, list[Stop]]:
+        """Uncompleted stops of the drivers' planned routes (one query for the batch)."""
+        route_of = {
+            u.driver_id: route
+            for u in due
+            for route in {o.route_id for o in orders[u.driver_id] if o.route_id}
+        }
+        if not route_of:
+            return {}
+        async with self._database.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT route_id, kind, coalesce(order_id, '') AS order_id, lat, lng,"
+                " service_time_s FROM route_stops WHERE route_id = ANY($1::text[])"
+                " AND completed_at IS NULL ORDER BY route_id, position",
+                sorted(set(route_of.values())),
+            )
+        by_route: dict[str, list[Stop]] = {}
+        for row in rows:
+            by_route.setdefault(row["route_id"], []).append(
+                Stop(
+                    LatLng(row["lat"], row["lng"]),
+                    row["kind"],
+                    row["order_id"],
+                    float(row["service_time_s"]),
+                )
+            )
+        return {driver: by_route.get(route, []) for driver, route in route_of.items()}
+
+    def _route(
+        self,
+        update: PositionUpdate,
+        stops: Sequence[Stop],
+        visible: Sequence[ActiveOrder],
+        now: dt.datetime,
+    ) -> list[OrderEta]:
+        if not stops:
+            return []
+        try:
+            route = self._roads.route([update.shown, *(s.position for s in stops)])
+        except NoRoute:
+            log.info("no route for ETA", extra={"driver": update.driver_id})
+            return []
+        return estimate(route, stops, now, {o.order_id for o in visible})
+
+    async def _store_and_publish(
+        self,
+        results: Sequence[tuple[PositionUpdate, list[OrderEta]]],
+        orders: dict[str, list[ActiveOrder]],
+    ) -> None:
+        redis = self._bus.redis
+        read = redis.pipeline(transaction=False)
+        etas = [eta for _, driver_etas in results for eta in driver_etas]
+        for eta in etas:
+            read.hget(eta_key(eta.order_id), "line")
+        old_lines = await read.execute()
+        pipe = redis.pipeline(transaction=False)
+        decimals = self._settings.customer_position_decimals
+        for found, old in zip(etas, old_lines, strict=True):
+            # The line starts at the driver: customers get that start only approximately.
+            eta = replace(found, line=(approximate(found.line[0], decimals), *found.line[1:]))
+            line_json = _line_json(eta.line)
+            pipe.hset(
+                eta_key(eta.order_id),
+                mapping={
+                    "eta_ms": int(eta.arrival.timestamp() * 1000),
+                    "remaining_m": eta.remaining_m,
+                    "line": line_json,
+                },
+            )
+            pipe.expire(eta_key(eta.order_id), STATE_TTL_S)
+            channel = topics.order_channel(eta.order_id)
+            pipe.publish(channel, eta_message(eta))
+            if not line_continues(parse_line(old), eta.line):
+                pipe.publish(channel, line_message(eta.line))
+        now_s = time.time()
+        for update, _ in results:
+            pipe.hset(
+                _mark_key(update.driver_id),
+                mapping={
+                    "lat": update.shown.lat,
+                    "lng": update.shown.lng,
+                    "at": now_s,
+                    "sig": _signature(orders[update.driver_id]),
+                },
+            )
+            pipe.expire(_mark_key(update.driver_id), STATE_TTL_S)
+        await pipe.execute()
+
+    async def _record(
+        self, results: Sequence[tuple[PositionUpdate, list[OrderEta]]], now: dt.datetime
+    ) -> None:
+        """Append the predictions (one COPY) so their error can be reported later."""
+        rows = [
+            (eta.order_id, update.driver_id, now, eta.arrival, eta.remaining_s, eta.remaining_m)
+            for update, driver_etas in results
+            for eta in driver_etas
+        ]
+        if not rows:
+            return
+        try:
+            async with self._database.pool.acquire() as conn:
+                await conn.copy_records_to_table(
+                    "eta_predictions",
+                    records=rows,
+                    columns=[
+                        "order_id",
+                        "driver_id",
+                        "predicted_at",
+                        "predicted_arrival",
+                        "remaining_s",
+                        "remaining_m",
+                    ],
+                )
+        except asyncpg.UndefinedTableError:
+            # Migration 0006 is not applied yet (it waits for 0004-0005): ETAs still work.
+            if not self._table_missing_logged:
+                log.warning("eta_predictions table missing; ETA predictions not recorded")
+                self._table_missing_logged = True
+
+
+def eta_message(eta: OrderEta) -> bytes:
+    """The serialized TrackResponse{eta} of one order."""
+    response = tracking_service_pb2.TrackResponse()
+    stamp = Timestamp()
+    stamp.FromDatetime(eta.arrival)
+    response.eta.eta.CopyFrom(stamp)
+    response.eta.remaining_distance_m = eta.remaining_m
+    return response.SerializeToString()
+
+
+def line_message(line: Sequence[LatLng]) -> bytes:
+    """The serialized TrackResponse{route_line}."""
+    response = tracking_service_pb2.TrackResponse()
+    response.route_line.SetInParent()
+    for point in line:
+        response.route_line.points.add(lat=point.lat, lng=point.lng)
+    return response.SerializeToString()

@@ -1,0 +1,123 @@
+"""FleetService search, geofence and watch RPCs: the handlers' logic, called by the Fleet
+servicer in tracking/service.py (which only delegates here).
+
+Every RPC needs a dispatcher or service token (UNAUTHENTICATED without one). Geofences are
+scoped to the caller's tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from lastmile.tracking.v1 import fleet_service_pb2
+
+from core.auth import Principal, Role, require
+from core.bus import Bus
+from core.db import Database
+from core.errors import InvalidArgument
+from core.roads import RoadNetwork
+from core.settings import Settings
+from tracking.fleet_watch import watch_fleet
+from tracking.geofence_events import watch_geofence_events
+from tracking.geofence_observer import GeofenceObserver
+from tracking.geofences import GeofenceStore
+from tracking.search import DriverSearch
+
+
+def _caller() -> Principal:
+    return require(Role.DISPATCHER, Role.SERVICE)
+
+
+class FleetHandlers:
+    """A host component (it needs the started pools) holding the fleet RPC logic."""
+
+    service_names: tuple[str, ...] = ()
+
+    def __init__(
+        self, settings: Settings, bus: Bus, database: Database, roads: RoadNetwork | None
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._roads = roads
+        self._search: DriverSearch | None = None
+        self.store = GeofenceStore(database, bus, settings)
+
+    def register(self, server: object) -> None:
+        """No servicer of its own."""
+
+    async def start(self) -> None:
+        """Bind to the started database and Redis."""
+        self._search = DriverSearch(self._bus.redis, self._roads, self._settings)
+
+    async def stop(self) -> None:
+        """Nothing to flush."""
+
+    def geofence_observer(self) -> GeofenceObserver:
+        """A processor observer raising geofence events (add it before the processor starts)."""
+        return GeofenceObserver(self.store, self._bus, self._settings)
+
+    async def search_drivers(
+        self, request: fleet_service_pb2.SearchDriversRequest
+    ) -> fleet_service_pb2.SearchDriversResponse:
+        """Drivers inside an area, nearest first."""
+        _caller()
+        assert self._search is not None
+        return await self._search.search(request)
+
+    async def create_geofence(
+        self, request: fleet_service_pb2.CreateGeofenceRequest
+    ) -> fleet_service_pb2.CreateGeofenceResponse:
+        """Store a fence in the caller's tenant."""
+        caller = _caller()
+        if not request.HasField("geofence"):
+            raise InvalidArgument("geofence is required")
+        fence = await self.store.create(caller.tenant_id, request.geofence)
+        return fleet_service_pb2.CreateGeofenceResponse(geofence=fence.to_proto())
+
+    async def get_geofence(
+        self, request: fleet_service_pb2.GetGeofenceRequest
+    ) -> fleet_service_pb2.GetGeofenceResponse:
+        """One fence of the caller's tenant."""
+        caller = _caller()
+        if not request.geofence_id:
+            raise InvalidArgument("geofence_id is required")
+        fence = await self.store.get(caller.tenant_id, request.geofence_id)
+        return fleet_service_pb2.GetGeofenceResponse(geofence=fence.to_proto())
+
+    async def list_geofences(
+        self, request: fleet_service_pb2.ListGeofencesRequest
+    ) -> fleet_service_pb2.ListGeofencesResponse:
+        """A page of the tenant's fences, optionally of one order."""
+        caller = _caller()
+        fences, token = await self.store.page(
+            caller.tenant_id, request.order_id, request.page_size, request.page_token
+        )
+        return fleet_service_pb2.ListGeofencesResponse(
+            geofences=[f.to_proto() for f in fences], next_page_token=token
+        )
+
+    async def delete_geofence(
+        self, request: fleet_service_pb2.DeleteGeofenceRequest
+    ) -> fleet_service_pb2.DeleteGeofenceResponse:
+        """Remove a fence (no error when it is already gone)."""
+        caller = _caller()
+        if not request.geofence_id:
+            raise InvalidArgument("geofence_id is required")
+        await self.store.delete(caller.tenant_id, request.geofence_id)
+        return fleet_service_pb2.DeleteGeofenceResponse()
+
+    async def watch_fleet(
+        self, request: fleet_service_pb2.WatchFleetRequest
+    ) -> AsyncIterator[fleet_service_pb2.WatchFleetResponse]:
+        """Live driver states for a dashboard."""
+        _caller()
+        async for message in watch_fleet(self._bus.redis, self._settings, request):
+            yield message
+
+    async def watch_geofence_events(
+        self, request: fleet_service_pb2.WatchGeofenceEventsRequest
+    ) -> AsyncIterator[fleet_service_pb2.WatchGeofenceEventsResponse]:
+        """Geofence transitions, replayed after a cursor and then live."""
+        _caller()
+        async for message in watch_geofence_events(self._bus.redis, self._settings, request):
+            yield message

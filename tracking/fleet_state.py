@@ -1,0 +1,87 @@
+"""FleetService.GetDriverState and GetDriverPath: the handlers' logic, called by the Fleet
+servicer in tracking/service.py (which only delegates here).
+
+Both need a dispatcher or service token. A path covers at most 24 hours per call and returns
+the stored fixes oldest first, with their road-snapped position when asked for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from lastmile.tracking.v1 import fleet_service_pb2
+
+from core.auth import Role, require
+from core.bus import Bus
+from core.db import Database
+from core.errors import InvalidArgument, NotFound
+from core.settings import Settings
+from tracking.history import History
+from tracking.live_state import LiveState
+
+MAX_PATH_SPAN = dt.timedelta(hours=24)
+
+
+async def get_driver_state(
+    live: LiveState, request: fleet_service_pb2.GetDriverStateRequest
+) -> fleet_service_pb2.GetDriverStateResponse:
+    """The driver's live state; NOT_FOUND when it never reported."""
+    require(Role.DISPATCHER, Role.SERVICE)
+    if not request.driver_id:
+        raise InvalidArgument("driver_id is required")
+    state = await live.get(request.driver_id)
+    if state is None:
+        raise NotFound(f"driver {request.driver_id} has no live state")
+    return fleet_service_pb2.GetDriverStateResponse(driver=state)
+
+
+async def get_driver_path(
+    history: History, settings: Settings, request: fleet_service_pb2.GetDriverPathRequest
+) -> fleet_service_pb2.GetDriverPathResponse:
+    """Stored fixes in [start, end) (at most 24 h), oldest first."""
+    require(Role.DISPATCHER, Role.SERVICE)
+    if not request.driver_id:
+        raise InvalidArgument("driver_id is required")
+    if not request.HasField("start") or not request.HasField("end"):
+        raise InvalidArgument("start and end are required")
+    start = request.start.ToDatetime(tzinfo=dt.UTC)
+    end = request.end.ToDatetime(tzinfo=dt.UTC)
+    if end <= start:
+        raise InvalidArgument("end must be after start")
+    if end - start > MAX_PATH_SPAN:
+        raise InvalidArgument("the time range may span at most 24 hours")
+    rows = await history.path(request.driver_id, start, end, settings.path_max_points)
+    response = fleet_service_pb2.GetDriverPathResponse()
+    for row in rows:
+        point = response.points.add()
+        fix = point.fix
+        fix.captured_at.FromDatetime(row["recorded_at"])
+        fix.position.lat, fix.position.lng = row["lat"], row["lng"]
+        fix.accuracy_m = row["accuracy_m"]
+        fix.speed_mps = row["speed_mps"]
+        fix.heading_deg = row["heading_deg"]
+        if request.snapped and row["snapped_lat"] is not None:
+            point.snapped.lat, point.snapped.lng = row["snapped_lat"], row["snapped_lng"]
+    return response
+
+
+class FleetStateHandlers:
+    """The two RPCs bound to the process's Redis and PostgreSQL (used after they started)."""
+
+    def __init__(self, settings: Settings, bus: Bus, database: Database) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._database = database
+
+    async def get_driver_state(
+        self, request: fleet_service_pb2.GetDriverStateRequest
+    ) -> fleet_service_pb2.GetDriverStateResponse:
+        """FleetService.GetDriverState."""
+        return await get_driver_state(LiveState(self._bus.redis), request)
+
+    async def get_driver_path(
+        self, request: fleet_service_pb2.GetDriverPathRequest
+    ) -> fleet_service_pb2.GetDriverPathResponse:
+        """FleetService.GetDriverPath."""
+        history = History(self._database.pool, self._settings)
+        return await get_driver_path(history, self._settings, request)

@@ -1,0 +1,80 @@
+"""WatchGeofenceEvents: stored geofence events after a cursor, then new ones as they happen.
+
+The cursor is the Redis stream entry id of ``core.topics.GEOFENCE_EVENTS``: replay reads
+after it with XRANGE in pages, then the live part blocks on XREAD from the last id seen (never
+``$``, which would drop events appended between two reads). The stream is capped at about
+``geofence_events_maxlen`` entries: a cursor older than that resumes at the oldest kept event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
+
+from core import topics
+from core.errors import InvalidArgument
+from core.settings import Settings
+
+_CURSOR = re.compile(r"^\d+-\d+$")
+_PAGE = 500
+
+
+def _matches(
+    event: tracking_pb2.GeofenceEvent, fences: frozenset[str], drivers: frozenset[str]
+) -> bool:
+    return (not fences or event.geofence_id in fences) and (
+        not drivers or event.driver_id in drivers
+    )
+
+
+def _decode(entry_id: Any, fields: dict[Any, Any]) -> tracking_pb2.GeofenceEvent:
+    event = tracking_pb2.GeofenceEvent.FromString(fields[b"data"])
+    event.cursor = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return event
+
+
+async def _last_id(client: aioredis.Redis) -> str:
+    """The id of the newest event now, "0-0" when there is none."""
+    newest: Any = await client.xrevrange(topics.GEOFENCE_EVENTS, count=1)
+    if not newest:
+        return "0-0"
+    entry_id = newest[0][0]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def watch_geofence_events(
+    client: aioredis.Redis,
+    settings: Settings,
+    request: fleet_service_pb2.WatchGeofenceEventsRequest,
+) -> AsyncIterator[fleet_service_pb2.WatchGeofenceEventsResponse]:
+    """Replay after ``after_cursor``, then follow; ends only when the caller cancels."""
+    if request.after_cursor and not _CURSOR.match(request.after_cursor):
+        raise InvalidArgument(f"after_cursor {request.after_cursor!r} is not a cursor")
+    if any(not i for i in (*request.geofence_ids, *request.driver_ids)):
+        raise InvalidArgument("geofence_ids and driver_ids must not hold empty ids")
+    fences, drivers = frozenset(request.geofence_ids), frozenset(request.driver_ids)
+    last = request.after_cursor or await _last_id(client)
+    if request.after_cursor:
+        while True:
+            page: Any = await client.xrange(topics.GEOFENCE_EVENTS, min=f"({last}", count=_PAGE)
+            for entry_id, fields in page:
+                event = _decode(entry_id, fields)
+                last = event.cursor
+                if _matches(event, fences, drivers):
+                    yield fleet_service_pb2.WatchGeofenceEventsResponse(event=event)
+            if len(page) < _PAGE:
+                break
+    while True:
+        reply: Any = await client.xread(
+            {topics.GEOFENCE_EVENTS: last}, count=_PAGE, block=settings.watch_block_ms
+        )
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                event = _decode(entry_id, fields)
+                last = event.cursor
+                if _matches(event, fences, drivers):
+                    yield fleet_service_pb2.WatchGeofenceEventsResponse(event=event)

@@ -1,0 +1,155 @@
+"""Live state of every driver in Redis (keys and fields: ``core.live_state_keys``).
+
+* ``lastmile:drivers:geo``: member = driver id, position = latest raw fix (for search).
+* ``lastmile:driver:{id}`` hash fields (all strings):
+  ``lat``, ``lng``, ``heading``, ``speed``, ``accuracy`` (the latest fix),
+  ``position_at`` (its capture time, epoch milliseconds), ``snapped_lat``, ``snapped_lng``
+  (road-snapped, empty when not snapped), ``status`` (lastmile.common.v1.DriverStatus number),
+  ``current_order_id``, ``current_stop_id``, ``name``.
+
+Positions only move forward in time: a fix older than the stored one (a replay, a late batch)
+does not overwrite it. All drivers of a batch are written in one pipeline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from google.protobuf.timestamp_pb2 import Timestamp
+from lastmile.common.v1 import common_pb2
+from lastmile.tracking.v1 import tracking_pb2
+
+from core.geo import LatLng
+from core.live_state_keys import DRIVERS_GEO, driver_key
+from tracking.positions import Fix
+
+# The key names are the contract with the readers (fleet search, geofences): core.live_state_keys.
+GEO_KEY = DRIVERS_GEO
+state_key = driver_key
+
+
+# KEYS[1] hash, KEYS[2] geo; ARGV: id, at_ms, lat, lng, heading, speed, accuracy, slat, slng,
+# default status. Returns {0} when the stored position is as new or newer, else
+# {1, status, current_order_id, current_stop_id, name}.
+_UPDATE = """
+local stored = tonumber(redis.call('HGET', KEYS[1], 'position_at') or '-1')
+if tonumber(ARGV[2]) <= stored then return {0} end
+redis.call('HSET', KEYS[1], 'position_at', ARGV[2], 'lat', ARGV[3], 'lng', ARGV[4],
+  'heading', ARGV[5], 'speed', ARGV[6], 'accuracy', ARGV[7],
+  'snapped_lat', ARGV[8], 'snapped_lng', ARGV[9])
+redis.call('HSETNX', KEYS[1], 'status', ARGV[10])
+redis.call('GEOADD', KEYS[2], ARGV[4], ARGV[3], ARGV[1])
+local rest = redis.call('HMGET', KEYS[1], 'status', 'current_order_id', 'current_stop_id', 'name')
+return {1, rest[1] or '', rest[2] or '', rest[3] or '', rest[4] or ''}
+"""
+
+
+class LiveState:
+    """Writes and reads the live-state keys."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._update = client.register_script(_UPDATE)
+
+    async def advance(self, latest: Sequence[Fix]) -> list[tracking_pb2.DriverState | None]:
+        """Store each driver's newest fix (one per driver) in one round trip.
+
+        Returns the new DriverState of each driver whose position advanced, None for the
+        others (their stored fix was newer).
+        """
+        if not latest:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for fix in latest:
+            snapped = fix.snapped
+            await self._update(
+                keys=[state_key(fix.driver_id), GEO_KEY],
+                args=[
+                    fix.driver_id,
+                    int(fix.at.timestamp() * 1000),
+                    repr(fix.position.lat),
+                    repr(fix.position.lng),
+                    repr(fix.heading_deg),
+                    repr(fix.speed_mps),
+                    repr(fix.accuracy_m),
+                    repr(snapped.lat) if snapped else "",
+                    repr(snapped.lng) if snapped else "",
+                    common_pb2.DRIVER_STATUS_IDLE,
+                ],
+                client=pipe,
+            )
+        replies = await pipe.execute()
+        states: list[tracking_pb2.DriverState | None] = []
+        for fix, reply in zip(latest, replies, strict=True):
+            if not int(reply[0]):
+                states.append(None)
+                continue
+            status, order, stop, name = (_text(v) for v in reply[1:5])
+            state = tracking_pb2.DriverState(
+                driver_id=fix.driver_id,
+                name=name,
+                status=int(status or 0),  # type: ignore[arg-type]
+                heading_deg=fix.heading_deg,
+                speed_mps=fix.speed_mps,
+                current_order_id=order,
+                current_stop_id=stop,
+            )
+            shown = snapped_or_raw(fix)
+            state.position.lat, state.position.lng = shown.lat, shown.lng
+            state.position_at.FromDatetime(fix.at)
+            states.append(state)
+        return states
+
+    async def get(self, driver_id: str) -> tracking_pb2.DriverState | None:
+        """The driver's live state, None when it never sent a position or status."""
+        raw = await self._redis.hgetall(state_key(driver_id))
+        return decode_state(driver_id, raw) if raw else None
+
+    async def set_fields(self, driver_id: str, fields: Mapping[str, str | int]) -> None:
+        """Set status, current order or stop (from driver events or dispatch)."""
+        mapping: dict[str | bytes, str | int] = {k: v for k, v in fields.items()}
+        await self._redis.hset(state_key(driver_id), mapping=mapping)  # type: ignore[arg-type]
+
+
+def snapped_or_raw(fix: Fix) -> LatLng:
+    """What people are shown: the road position when snapping succeeded."""
+    return fix.snapped or fix.position
+
+
+def decode_state(driver_id: str, raw: Mapping[Any, Any]) -> tracking_pb2.DriverState:
+    """A DriverState from the hash (bytes or str keys); shows the snapped position if any."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    state = tracking_pb2.DriverState(
+        driver_id=driver_id,
+        name=fields.get("name", ""),
+        status=int(fields.get("status") or 0),  # type: ignore[arg-type]
+        heading_deg=float(fields.get("heading") or -1),
+        speed_mps=float(fields.get("speed") or -1),
+        current_order_id=fields.get("current_order_id", ""),
+        current_stop_id=fields.get("current_stop_id", ""),
+    )
+    lat = fields.get("snapped_lat") or fields.get("lat")
+    lng = fields.get("snapped_lng") or fields.get("lng")
+    if lat and lng:
+        state.position.lat, state.position.lng = float(lat), float(lng)
+    if fields.get("position_at"):
+        state.position_at.CopyFrom(_timestamp_ms(int(fields["position_at"])))
+    return state
+
+
+def _timestamp_ms(ms: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMilliseconds(ms)
+    return stamp
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def utc_ms(ms: int) -> dt.datetime:
+    """An aware UTC datetime from epoch milliseconds."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)

@@ -1,0 +1,285 @@
+"""The ingest processor: driver location batches from the ping shards to live state, history,
+the fleet channel and the position observers.
+
+One consumer group (``tracking``) per shard stream; every tracking process is a consumer
+named after its host and pid. For each read (up to ``processor_read_count`` entries across
+all shards) it: decodes the batches, snaps the fixes to the road (per driver), advances live
+state in one pipeline, writes history in one COPY transaction, XACKs (only after history is
+written, so a crash replays the entries, and replays are no-ops), publishes one fleet update
+and calls the observers. Entries left pending by a dead consumer are claimed (XAUTOCLAIM)
+at start and every ``processor_claim_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from lastmile.driver.v1 import driver_pb2
+from lastmile.tracking.v1 import fleet_service_pb2
+from prometheus_client import Counter, Histogram
+
+from core import topics
+from core.bus import Bus, StreamEntry
+from core.db import Database
+from core.geo import LatLng
+from core.roads import RoadNetwork
+from core.settings import Settings
+from tracking.history import History
+from tracking.live_state import LiveState
+from tracking.positions import Fix, PositionObserver, PositionUpdate
+from tracking.snapping import Snapper
+
+log = logging.getLogger(__name__)
+
+GROUP = "tracking"
+RETRY_S = 1.0
+FIXES = Counter("lastmile_tracking_fixes_processed_total", "Fixes written to live state+history.")
+BATCH_FIXES = Histogram(
+    "lastmile_tracking_batch_fixes",
+    "Fixes per location batch (stream entry).",
+    buckets=(1, 2, 5, 10, 20, 50, 100),
+)
+ROUND_ENTRIES = Histogram(
+    "lastmile_tracking_round_entries",
+    "Stream entries handled per processing round.",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500),
+)
+DELAY = Histogram(
+    "lastmile_tracking_ingest_delay_seconds",
+    "Gateway receive to processed (live state and history written).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BAD_ENTRIES = Counter("lastmile_tracking_bad_entries_total", "Undecodable stream entries skipped.")
+
+
+def consumer_name() -> str:
+    """This process's consumer name in the groups: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def shard_streams(settings: Settings) -> list[str]:
+    """Every ping shard stream."""
+    return [topics.ping_stream(shard) for shard in range(settings.ingest_shards)]
+
+
+def decode(entry: StreamEntry) -> list[Fix]:
+    """The fixes of one stream entry (raises on a malformed entry)."""
+    driver = entry.fields[b"driver"].decode()
+    received = dt.datetime.fromtimestamp(int(entry.fields[b"received_ms"]) / 1000, dt.UTC)
+    batch = driver_pb2.LocationBatch.FromString(entry.fields[b"data"])
+    return [
+        Fix(
+            driver_id=driver,
+            at=f.captured_at.ToDatetime(tzinfo=dt.UTC),
+            position=LatLng(f.position.lat, f.position.lng),
+            accuracy_m=f.accuracy_m,
+            speed_mps=f.speed_mps,
+            heading_deg=f.heading_deg,
+            received_at=received,
+        )
+        for f in batch.fixes
+    ]
+
+
+class Processor:
+    """The processing loop as a host component; see the module docstring."""
+
+    service_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        database: Database,
+        roads: RoadNetwork | None,
+        observers: Sequence[PositionObserver] = (),
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._database = database
+        self._snapper = Snapper(roads, settings.snap_mode, settings.snap_max_distance_m)
+        self._observers = list(observers)
+        self._streams = shard_streams(settings)
+        self._consumer = consumer_name()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.history: History | None = None
+        self.live: LiveState | None = None
+
+    def add_observer(self, observer: PositionObserver) -> None:
+        """Call ``observer`` after every processed batch (before ``start``)."""
+        self._observers.append(observer)
+
+    def register(self, server: object) -> None:
+        """No servicer."""
+
+    async def start(self) -> None:
+        """Create the groups and start the loop."""
+        self.history = History(self._database.pool, self._settings)
+        self.live = LiveState(self._bus.redis)
+        for stream in self._streams:
+            await self._bus.ensure_group(stream, GROUP, "0")
+        self._task = asyncio.create_task(self._run(), name="tracking-processor")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (written and acked), then stop reading."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=self._settings.shutdown_grace_s + 5)
+            except TimeoutError:
+                log.warning("processor did not stop in time; unacked entries will replay")
+            self._task = None
+
+    async def _run(self) -> None:
+        claim_every = self._settings.processor_claim_interval_s
+        next_claim = 0.0
+        pending: list[StreamEntry] = []
+        while not self._stopping.is_set():
+            entries: list[StreamEntry] = []
+            try:
+                if time.monotonic() >= next_claim:
+                    pending += await self._claim()
+                    next_claim = time.monotonic() + claim_every
+                if pending:
+                    entries, pending = pending, []
+                else:
+                    entries = await self._bus.read_group(
+                        self._streams,
+                        GROUP,
+                        self._consumer,
+                        count=self._settings.processor_read_count,
+                        block_ms=self._settings.processor_block_ms,
+                    )
+                if entries:
+                    await self.process(entries)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The entries stay pending (not acked) and are retried after a pause.
+                log.exception("processing round failed, retrying")
+                pending = entries + pending
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), RETRY_S)
+
+    async def _claim(self) -> list[StreamEntry]:
+        """Entries pending too long in dead consumers (or this one before a restart)."""
+        claimed: list[StreamEntry] = []
+        idle = self._settings.processor_claim_idle_ms
+        for stream in self._streams:
+            start = "0-0"
+            while True:
+                reply: Any = await self._bus.redis.xautoclaim(
+                    stream, GROUP, self._consumer, idle, start_id=start, count=1000
+                )
+                start = _text(reply[0])
+                claimed += [StreamEntry(stream, _text(i), f) for i, f in reply[1] if f]
+                if start == "0-0":
+                    break
+        if claimed:
+            log.info("claimed pending entries", extra={"count": len(claimed)})
+        return claimed
+
+    async def process(self, entries: Sequence[StreamEntry]) -> None:
+        """Handle one round of entries end to end (see the module docstring)."""
+        assert self.live is not None and self.history is not None
+        ROUND_ENTRIES.observe(len(entries))
+        by_driver: dict[str, list[Fix]] = defaultdict(list)
+        received_ms: list[int] = []
+        for entry in entries:
+            try:
+                fixes = decode(entry)
+            except Exception:
+                BAD_ENTRIES.inc()
+                log.exception("undecodable ping entry skipped", extra={"entry": entry.entry_id})
+                continue
+            BATCH_FIXES.observe(len(fixes))
+            received_ms.append(int(entry.fields[b"received_ms"]))
+            for fix in fixes:
+                by_driver[fix.driver_id].append(fix)
+        all_fixes: list[Fix] = []
+        latest: list[Fix] = []
+        per_driver: dict[str, tuple[Fix, ...]] = {}
+        for fixes in by_driver.values():
+            fixes.sort(key=lambda f: f.at)
+            snapped = self._snapper.snap(fixes)
+            done = tuple(_with_snap(f, s) for f, s in zip(fixes, snapped, strict=True))
+            per_driver[done[0].driver_id] = done
+            all_fixes += done
+            latest.append(done[-1])
+        states = await self.live.advance(latest)
+        await self.history.write(all_fixes)
+        await self._ack(entries)
+        now_ms = time.time() * 1000
+        for ms in received_ms:
+            DELAY.observe(max(0.0, now_ms - ms) / 1000)
+        FIXES.inc(len(all_fixes))
+        changed = [s for s in states if s is not None]
+        if changed:
+            update = fleet_service_pb2.WatchFleetResponse(drivers=changed)
+            await self._bus.publish(topics.FLEET_CHANNEL, update.SerializeToString())
+            await self._notify(latest, states, per_driver)
+
+    async def _ack(self, entries: Sequence[StreamEntry]) -> None:
+        ids: dict[str, list[str]] = defaultdict(list)
+        for entry in entries:
+            ids[entry.stream].append(entry.entry_id)
+        pipe = self._bus.redis.pipeline(transaction=False)
+        for stream, entry_ids in ids.items():
+            pipe.xack(stream, GROUP, *entry_ids)
+        await pipe.execute()
+
+    async def _notify(
+        self, latest: Sequence[Fix], states: Sequence[Any], per_driver: dict[str, tuple[Fix, ...]]
+    ) -> None:
+        if not self._observers:
+            return
+        updates = [
+            PositionUpdate(
+                driver_id=fix.driver_id,
+                at=fix.at,
+                position=fix.position,
+                snapped=fix.snapped,
+                speed_mps=fix.speed_mps,
+                heading_deg=fix.heading_deg,
+                status=int(state.status),
+                current_order_id=state.current_order_id,
+                current_stop_id=state.current_stop_id,
+                fixes=per_driver[fix.driver_id],
+            )
+            for fix, state in zip(latest, states, strict=True)
+            if state is not None
+        ]
+        for observer in self._observers:
+            try:
+                await observer.on_positions(updates)
+            except Exception:
+                log.exception("position observer failed", extra={"observer": repr(observer)})
+
+
+def _with_snap(fix: Fix, snapped: LatLng | None) -> Fix:
+    if snapped is None:
+        return fix
+    return Fix(
+        fix.driver_id,
+        fix.at,
+        fix.position,
+        fix.accuracy_m,
+        fix.speed_mps,
+        fix.heading_deg,
+        fix.received_at,
+        snapped,
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,304 @@
+"""SearchDrivers: live drivers inside a circle, rectangle, polygon or isochrone, nearest first.
+
+Every shape starts with one Redis GEOSEARCH around a centre, nearest first, in growing
+batches (``COUNT``), so a search near many drivers reads only as many as it needs:
+
+* circle: ``BYRADIUS`` around the centre; the result is exact.
+* rectangle: ``BYBOX`` from the box centre, then an exact inside-the-box filter (Redis's box
+  test is on its own approximation of the box).
+* polygon: ``BYBOX`` covering the polygon from its centroid, then point-in-polygon.
+* isochrone: ``BYRADIUS`` of ``max_drive x isochrone_max_speed_mps`` (no driver farther than
+  that as the crow flies can arrive in time: the bound is a speed no road in OSRM's car profile
+  reaches, motorways being 90 km/h = 25 m/s), then OSRM table calls from the candidates to the
+  centre in chunks, nearest by straight line first. The search stops once it holds ``limit``
+  drivers no slower than the fastest conceivable drive of the next candidate (distance / the
+  speed bound), so the answer is exact; ``isochrone_max_candidates`` caps the work for huge
+  areas (beyond it the farthest candidates are not considered).
+
+Statuses are checked on the drivers' live-state hashes, read in one pipeline per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from lastmile.common.v1 import common_pb2
+from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
+
+from core import live_state_keys as keys
+from core.errors import InvalidArgument
+from core.geo import Bounds, LatLng, bounds_of, point_in_polygon, polygon_centroid
+from core.roads import NoRoute, RoadNetwork
+from core.settings import Settings
+from tracking.area_input import box_from, circle_from, point_from, polygon_from
+from tracking.live_state import decode_state
+
+# Redis's BYBOX test works on its own box approximation: ask for a slightly larger one and
+# filter exactly afterwards.
+_BOX_SLACK = 1.01
+_BOX_SLACK_M = 10.0
+_FIRST_BATCH_FACTOR = 2
+_MIN_BATCH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Area:
+    """Where to look: a GEOSEARCH query plus an exact test of candidates."""
+
+    center: LatLng
+    radius_m: float | None = None
+    box_m: tuple[float, float] | None = None
+    contains: Callable[[LatLng], bool] | None = None
+    max_drive_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A driver found by GEOSEARCH whose status matches (its full state is read at the end)."""
+
+    driver_id: str
+    distance_m: float
+    position: LatLng
+
+
+def parse_area(request: fleet_service_pb2.SearchDriversRequest, settings: Settings) -> Area:
+    """The request's area, checked; InvalidArgument when it is missing or malformed."""
+    kind = request.WhichOneof("area")
+    if kind == "circle":
+        circle = circle_from(request.circle, "circle", settings)
+        return Area(circle.center, radius_m=circle.radius_m)
+    if kind == "rectangle":
+        box = box_from(request.rectangle, "rectangle", settings)
+        return Area(box.center, box_m=_padded(box.size_m()), contains=box.contains)
+    if kind == "polygon":
+        vertices = polygon_from(request.polygon, "polygon", settings)
+        return _polygon_area(vertices)
+    if kind == "isochrone":
+        return _isochrone_area(request.isochrone, settings)
+    raise InvalidArgument("one of circle, rectangle, polygon or isochrone is required")
+
+
+def _padded(size: tuple[float, float]) -> tuple[float, float]:
+    return size[0] * _BOX_SLACK + _BOX_SLACK_M, size[1] * _BOX_SLACK + _BOX_SLACK_M
+
+
+def _polygon_area(vertices: list[LatLng]) -> Area:
+    center = polygon_centroid(vertices)
+    bounds = bounds_of(vertices)
+    # A box centred on the centroid that still covers the polygon's bounds.
+    half_lat = max(center.lat - bounds.south, bounds.north - center.lat)
+    half_lng = max(center.lng - bounds.west, bounds.east - center.lng)
+    around = Bounds(
+        center.lat - half_lat, center.lng - half_lng, center.lat + half_lat, center.lng + half_lng
+    )
+    return Area(
+        center,
+        box_m=_padded(around.size_m()),
+        contains=lambda p: bounds.contains(p) and point_in_polygon(p, vertices),
+    )
+
+
+def _isochrone_area(message: tracking_pb2.Isochrone, settings: Settings) -> Area:
+    if not message.HasField("center"):
+        raise InvalidArgument("isochrone.center is required")
+    center = point_from(message.center, "isochrone.center")
+    drive_s = message.max_drive.ToTimedelta().total_seconds()
+    if drive_s <= 0:
+        raise InvalidArgument(f"isochrone.max_drive must be positive, got {drive_s} s")
+    if drive_s > settings.isochrone_max_drive_s:
+        raise InvalidArgument(
+            f"isochrone.max_drive {drive_s} s exceeds the maximum {settings.isochrone_max_drive_s} s"
+        )
+    radius = min(drive_s * settings.isochrone_max_speed_mps, settings.search_max_radius_m)
+    return Area(center, radius_m=radius, max_drive_s=drive_s)
+
+
+def parse_statuses(request: fleet_service_pb2.SearchDriversRequest) -> frozenset[int]:
+    """Statuses asked for; empty means every status but OFFLINE."""
+    known = set(common_pb2.DriverStatus.values())
+    asked = set(request.statuses)
+    for status in asked:
+        if status not in known or status == common_pb2.DRIVER_STATUS_UNSPECIFIED:
+            raise InvalidArgument(f"statuses: {status} is not a driver status")
+    if asked:
+        return frozenset(asked)
+    return frozenset(known - {common_pb2.DRIVER_STATUS_OFFLINE})
+
+
+def parse_limit(request: fleet_service_pb2.SearchDriversRequest, settings: Settings) -> int:
+    """The result cap: default when unset, refused when negative or above the maximum."""
+    if request.limit == 0:
+        return settings.search_default_limit
+    if request.limit < 0 or request.limit > settings.search_max_limit:
+        raise InvalidArgument(
+            f"limit must be between 1 and {settings.search_max_limit}, got {request.limit}"
+        )
+    return request.limit
+
+
+class DriverSearch:
+    """Answers SearchDrivers from live state (and OSRM for isochrones)."""
+
+    def __init__(self, client: aioredis.Redis, roads: RoadNetwork | None, settings: Settings):
+        self._redis = client
+        self._roads = roads
+        self._settings = settings
+
+    async def search(
+        self, request: fleet_service_pb2.SearchDriversRequest
+    ) -> fleet_service_pb2.SearchDriversResponse:
+        """Validate the request and run it."""
+        area = parse_area(request, self._settings)
+        statuses = parse_statuses(request)
+        limit = parse_limit(request, self._settings)
+        if area.max_drive_s is not None:
+            matches = await self._isochrone(area, statuses, limit)
+        else:
+            matches = await self._straight(area, statuses, limit)
+        return fleet_service_pb2.SearchDriversResponse(drivers=matches)
+
+    async def _straight(
+        self, area: Area, statuses: frozenset[int], limit: int
+    ) -> list[fleet_service_pb2.DriverMatch]:
+        found: list[fleet_service_pb2.DriverMatch] = []
+        async for batch in self._batches(area, statuses, limit * _FIRST_BATCH_FACTOR):
+            found += [
+                fleet_service_pb2.DriverMatch(
+                    driver=tracking_pb2.DriverState(driver_id=c.driver_id), distance_m=c.distance_m
+                )
+                for c in batch
+            ]
+            if len(found) >= limit:
+                break
+        return await self._fill_states(found[:limit])
+
+    async def _isochrone(
+        self, area: Area, statuses: frozenset[int], limit: int
+    ) -> list[fleet_service_pb2.DriverMatch]:
+        if self._roads is None:
+            raise InvalidArgument("isochrone search needs the road network, which is not loaded")
+        drive_limit = area.max_drive_s or 0.0
+        chunk = self._settings.isochrone_table_chunk
+        found: list[fleet_service_pb2.DriverMatch] = []
+        examined = 0
+        # One GEOSEARCH for all the candidates the cap allows: in a large radius each call
+        # scans every driver in it, so growing batches would pay that again and again.
+        first = self._settings.isochrone_max_candidates
+        async for batch in self._batches(area, statuses, first):
+            for start in range(0, len(batch), chunk):
+                part = batch[start : start + chunk]
+                times = self._drive_times(part, area.center)
+                for candidate, seconds in zip(part, times, strict=True):
+                    if seconds is not None and seconds <= drive_limit:
+                        found.append(
+                            fleet_service_pb2.DriverMatch(
+                                driver=tracking_pb2.DriverState(driver_id=candidate.driver_id),
+                                distance_m=candidate.distance_m,
+                                drive_time_s=seconds,
+                            )
+                        )
+                examined += len(part)
+                found.sort(key=lambda m: m.drive_time_s)
+                # Nobody farther than the last examined candidate can be faster than this.
+                floor_s = part[-1].distance_m / self._settings.isochrone_max_speed_mps
+                if len(found) >= limit and found[limit - 1].drive_time_s <= floor_s:
+                    return await self._fill_states(found[:limit])
+                if examined >= self._settings.isochrone_max_candidates:
+                    return await self._fill_states(found[:limit])
+        return await self._fill_states(found[:limit])
+
+    def _drive_times(self, part: list[Candidate], center: LatLng) -> list[float | None]:
+        """Road seconds from each candidate to the centre (None: no road, or unknown)."""
+        assert self._roads is not None
+        sources = [c.position for c in part]
+        try:
+            matrix = self._roads.table(sources, [center])
+            return [row[0] for row in matrix.durations_s]
+        except NoRoute:
+            # One unroutable point fails the whole table: retry one by one.
+            times: list[float | None] = []
+            for source in sources:
+                try:
+                    times.append(self._roads.table([source], [center]).durations_s[0][0])
+                except NoRoute:
+                    times.append(None)
+            return times
+
+    async def _batches(
+        self, area: Area, statuses: frozenset[int], first: int
+    ) -> AsyncIterator[list[Candidate]]:
+        """Matching candidates nearest first, in batches, fetching more only when asked."""
+        count = max(first, _MIN_BATCH)
+        seen: set[str] = set()
+        while True:
+            rows = await self._geosearch(area, count)
+            fresh = [
+                (member, dist, point)
+                for member, dist, point in rows
+                if member not in seen and (area.contains is None or area.contains(point))
+            ]
+            seen.update(member for member, _, _ in rows)
+            batch = await self._with_state(fresh, statuses)
+            if batch:
+                yield batch
+            if len(rows) < count:
+                return
+            count *= 2
+
+    async def _geosearch(self, area: Area, count: int) -> list[tuple[str, float, LatLng]]:
+        shape: dict[str, Any] = (
+            {"radius": area.radius_m}
+            if area.radius_m is not None
+            else {"width": area.box_m[0], "height": area.box_m[1]}  # type: ignore[index]
+        )
+        rows: list[Any] = await self._redis.geosearch(
+            keys.DRIVERS_GEO,
+            longitude=area.center.lng,
+            latitude=area.center.lat,
+            unit="m",
+            sort="ASC",
+            count=count,
+            withdist=True,
+            withcoord=True,
+            **shape,
+        )
+        return [
+            (_text(member), float(dist), LatLng(float(lat), float(lng)))
+            for member, dist, (lng, lat) in rows
+        ]
+
+    async def _with_state(
+        self, rows: list[tuple[str, float, LatLng]], statuses: frozenset[int]
+    ) -> list[Candidate]:
+        """The rows whose live status is wanted (only the status field is read here)."""
+        if not rows:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for member, _, _ in rows:
+            pipe.hget(keys.driver_key(member), keys.FIELD_STATUS)
+        replies = await pipe.execute()
+        return [
+            Candidate(member, dist, point)
+            for (member, dist, point), status in zip(rows, replies, strict=True)
+            if status is not None and int(status or 0) in statuses
+        ]
+
+    async def _fill_states(
+        self, matches: list[fleet_service_pb2.DriverMatch]
+    ) -> list[fleet_service_pb2.DriverMatch]:
+        """Read the full live state of the final matches in one round trip."""
+        if not matches:
+            return matches
+        pipe = self._redis.pipeline(transaction=False)
+        for match in matches:
+            pipe.hgetall(keys.driver_key(match.driver.driver_id))
+        for match, raw in zip(matches, await pipe.execute(), strict=True):
+            match.driver.CopyFrom(decode_state(match.driver.driver_id, raw))
+        return matches
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -15,8 +15,8 @@ setup: ## install what is missing (apt, Python 3.12 venv, pinned wheels, npm) an
 gen: ## regenerate all code from protos/ (Python stubs, Python and TypeScript clients)
 	@bash scripts/gen-protos.sh
 
-up: setup ## start the whole platform on loopback; Ctrl-C stops it (OSM=path.osm.pbf for another city)
-	@$(BIN)/python -m ops up $(if $(OSM),--osm $(OSM))
+up: setup ## start the whole platform on loopback; Ctrl-C stops it (OSM=path.osm.pbf for another city, SIM=1 for a simulated city)
+	@$(BIN)/python -m ops up $(if $(OSM),--osm $(OSM)) $(if $(SIM),--simulate demo)
 
 status: ## health of every service, directly and through the edge
 	@$(BIN)/python -m ops status

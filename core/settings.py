@@ -191,6 +191,16 @@ class Settings:
     eta_pickup_service_s: float = _doc("Service time at a pickup without a planned one.", 120.0)
     eta_drop_off_service_s: float = _doc("Service time at a drop-off without a planned one.", 90.0)
 
+    # --- web: browser apps and the road base map (ops/web.py) ------------------------------
+    web_port: int = _doc("HTTP port of the browser apps and /roads (behind the edge).", 8090)
+    web_dist_dir: Path = _doc(
+        "Built browser apps (`npm run build:apps`).", PROJECT_ROOT / "clients" / "web" / "dist"
+    )
+    web_roads_cache: int = _doc("Road base-map answers (tiles) kept in memory.", 1024)
+    web_dev_tenant: str = _doc(
+        "Tenant of the dev dispatcher token `lastmile up` prints (the simulator's).", "sim"
+    )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: the process environment)."""

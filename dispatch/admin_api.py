@@ -9,7 +9,7 @@ from lastmile.dispatch.v1 import dispatch_service_pb2 as pb
 from lastmile.origin.v1 import origin_service_pb2 as opb
 
 from core.auth import Role, require
-from dispatch import areas, origins, registry
+from dispatch import areas, assignment, origins, registry
 from dispatch.context import DispatchContext
 
 STAFF = (Role.DISPATCHER, Role.SERVICE)
@@ -21,6 +21,12 @@ class DispatchAdminHandlers:
 
     def __init__(self, ctx: DispatchContext) -> None:
         self._ctx = ctx
+
+    async def AssignOrder(
+        self, request: pb.AssignOrderRequest, context: Context
+    ) -> pb.AssignOrderResponse:
+        """Manually (re)assign an order to a driver of the tenant."""
+        return pb.AssignOrderResponse(order=await assignment.assign_order(self._ctx, request))
 
     async def UpsertArea(
         self, request: pb.UpsertAreaRequest, context: Context

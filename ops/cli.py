@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,6 +20,12 @@ def _solver_arguments(solve: argparse.ArgumentParser) -> None:
     from dispatch.solver.cli import add_arguments
 
     add_arguments(solve)
+
+
+def _simulator_arguments(simulate: argparse.ArgumentParser) -> None:
+    from simulator.cli import add_arguments
+
+    add_arguments(simulate)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -46,13 +54,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     for component in stack.components:
         print(f"  {component.name:<16} {component.address:<22} pid {component.pid()}")
     print(f"  {'grpc-web edge':<16} http://{settings.host}:{settings.edge_port}")
+    _print_app_links(settings)
     print(f"  {'data and logs':<16} {settings.data_dir}")
     print("ready. Ctrl-C stops everything.", flush=True)
+    simulation = _start_simulation(settings, args.simulate) if args.simulate else None
     stopping.wait()
     print("\nstopping...", flush=True)
+    if simulation is not None and simulation.poll() is None:
+        simulation.terminate()
+        simulation.wait(timeout=10)
     stack.stop()
     print("stopped.", flush=True)
     return 0
+
+
+def _print_app_links(settings: Settings) -> None:
+    """Where the browser apps are, with a dev dispatcher token signed for this stack."""
+    from core.auth import Role, issue_token
+
+    edge = f"http://{settings.host}:{settings.edge_port}"
+    dispatcher = issue_token(settings, "dev-dispatcher", Role.DISPATCHER, settings.web_dev_tenant)
+    print(f"  {'dashboard':<16} {edge}/dashboard/#token={dispatcher}")
+    print(f"  {'tracking links':<16} {edge}/track/#token=<the order's tracking_token>")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -96,6 +119,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.run(argv, cwd=PROJECT_ROOT, check=False).returncode
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run a simulation scenario (or load mode) against the running platform."""
+    from simulator import cli as simulator_cli  # the simulator loads only for this command
+
+    return simulator_cli.run(args, Settings.from_env())
+
+
+def _start_simulation(settings: Settings, scenario: str) -> subprocess.Popen[bytes]:
+    """``lastmile simulate SCENARIO`` as a child of ``lastmile up`` (stopped with it)."""
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "ops", "simulate", scenario], env=env)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``lastmile``."""
     root = argparse.ArgumentParser(
@@ -104,6 +140,9 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="start the whole platform on loopback (Ctrl-C stops it)")
     up.add_argument("--osm", metavar="PBF", help="OpenStreetMap extract to serve (default: Malta)")
+    up.add_argument(
+        "--simulate", metavar="SCENARIO", help="also run a simulation once ready (e.g. demo)"
+    )
     up.set_defaults(run=cmd_up)
     status = commands.add_parser("status", help="health of every service, direct and via edge")
     status.set_defaults(run=cmd_status)
@@ -112,6 +151,11 @@ def parser() -> argparse.ArgumentParser:
     solve = commands.add_parser("solve", help="solve a Solomon / Li & Lim file, print JSON")
     _solver_arguments(solve)
     solve.set_defaults(run=cmd_solve)
+    simulate = commands.add_parser(
+        "simulate", help="run a simulated city (scenario TOML) or load against the platform"
+    )
+    _simulator_arguments(simulate)
+    simulate.set_defaults(run=cmd_simulate)
     bench = commands.add_parser("bench", help="run a benchmark: tracking, ingest, search, ...")
     bench.add_argument("name", help="bench/<name>.py")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the benchmark")

@@ -163,21 +163,16 @@ def subscribe(url: str, channel: str) -> Any:
 
 
 def register_and_assign(client: Client, dsn: str, order_id: str, driver_id: str) -> None:
-    """Register a driver and assign the order to it. The assignment is written directly, as
-    the matcher / AssignOrder (the planning engineer's part) will; it is test setup, and the
-    transition's legality is not what these tests check."""
+    """Register a driver and assign the order to it through DispatchService.AssignOrder."""
     driver = dispatch_pb2.Driver(driver_id=driver_id, name="Test Driver", active=True)
     client.admin.UpsertDriver(
         dispatch_service_pb2.UpsertDriverRequest(driver=driver),
         metadata=client.md,
     )
-    sql(
-        dsn,
-        "UPDATE orders SET driver_id = $2, status = $3 WHERE order_id = $1",
-        order_id,
-        driver_id,
-        common_pb2.ORDER_STATUS_ASSIGNED,
+    assign = dispatch_service_pb2.AssignOrderRequest(
+        order_id=order_id, driver_id=driver_id, reason="test"
     )
+    client.admin.AssignOrder(assign, metadata=client.md)
 
 
 def stream_events(r: redis.Redis, order_id: str) -> list[tuple[str, Any]]:

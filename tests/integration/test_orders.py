@@ -17,12 +17,14 @@ import grpc
 import pytest
 import redis
 from lastmile.common.v1 import common_pb2
+from lastmile.dispatch.v1 import dispatch_pb2
+from lastmile.dispatch.v1 import dispatch_service_pb2 as dps
 from lastmile.dispatch.v1 import order_service_pb2 as pb
 from lastmile.driver.v1 import driver_pb2
 from lastmile.tracking.v1 import tracking_pb2, tracking_service_pb2
 
 from core import topics
-from core.auth import Role, tracking_token_digest
+from core.auth import Role, issue_token, tracking_token_digest
 from ops.servers import PostgresServer, RedisServer
 from tests.helpers import wait_until
 from tests.integration.orders_support import (
@@ -393,3 +395,70 @@ def test_geofence_entries_move_the_order_and_watch_follows_live(
     watch.cancel()  # type: ignore[no-untyped-call]
     steps = [e.to_status for e in client.events(order_id) if e.from_status != e.to_status]
     assert steps[-3:] == [S.ORDER_STATUS_AT_PICKUP, S.ORDER_STATUS_PICKED_UP, S.ORDER_STATUS_NEARBY]
+
+
+def _driver(client: Client, active: bool = True) -> str:
+    driver_id = f"drv-{uuid.uuid4().hex[:8]}"
+    driver = dispatch_pb2.Driver(driver_id=driver_id, name="Assignee", active=active)
+    client.admin.UpsertDriver(dps.UpsertDriverRequest(driver=driver), metadata=client.md)
+    return driver_id
+
+
+def test_assign_and_reassign_an_order(client: Client, dispatch: Dispatch) -> None:
+    order_id = client.create().order.order_id
+    first, second = _driver(client), _driver(client)
+    assign = dps.AssignOrderRequest(order_id=order_id, driver_id=first, reason="closest")
+    assigned = client.admin.AssignOrder(assign, metadata=client.md).order
+    assert (assigned.status, assigned.driver_id) == (S.ORDER_STATUS_ASSIGNED, first)
+    # Asking again changes nothing.
+    assert client.admin.AssignOrder(assign, metadata=client.md).order == assigned
+    live = subscribe(dispatch.settings.redis_url, topics.driver_commands_channel(first))
+    again = dps.AssignOrderRequest(order_id=order_id, driver_id=second, reason="shift ended")
+    moved = client.admin.AssignOrder(again, metadata=client.md).order
+    assert (moved.status, moved.driver_id) == (S.ORDER_STATUS_ASSIGNED, second)
+    withdrawn = next_command(live)
+    assert withdrawn.order_cancelled.order_id == order_id
+    assert withdrawn.order_cancelled.reason == "reassigned"
+    live.close()
+    history = [(e.event_type, e.to_status) for e in client.events(order_id)]
+    assert history == [
+        ("created", S.ORDER_STATUS_PENDING),
+        ("assigned", S.ORDER_STATUS_ASSIGNED),
+        ("unassigned", S.ORDER_STATUS_PENDING),
+        ("assigned", S.ORDER_STATUS_ASSIGNED),
+    ]
+
+
+def test_assign_refusals(client: Client, dispatch: Dispatch) -> None:
+    order_id = client.create().order.order_id
+
+    def assign(driver_id: str, md: Any = client.md) -> Any:
+        request = dps.AssignOrderRequest(order_id=order_id, driver_id=driver_id)
+        return client.admin.AssignOrder(request, metadata=md)
+
+    assert code_of(lambda: assign("drv-nobody")) == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: assign(_driver(client, active=False))) == (
+        grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert code_of(lambda: assign("")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: assign(_driver(client), md=())) == grpc.StatusCode.UNAUTHENTICATED
+    driver_token = issue_token(dispatch.settings, "drv-x", Role.DRIVER, client.tenant)
+    as_driver = (("authorization", f"Bearer {driver_token}"),)
+    assert code_of(lambda: assign(_driver(client), md=as_driver)) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    other_tenant = Client(dispatch, new_tenant())
+    try:
+        request = dps.AssignOrderRequest(order_id=order_id, driver_id=_driver(other_tenant))
+        code = code_of(lambda: other_tenant.admin.AssignOrder(request, metadata=other_tenant.md))
+        assert code == grpc.StatusCode.NOT_FOUND
+    finally:
+        other_tenant.close()
+    # Once picked up, the order stays with its driver.
+    sql(
+        dispatch.settings.database_url,
+        "UPDATE orders SET status = $2 WHERE order_id = $1",
+        order_id,
+        S.ORDER_STATUS_PICKED_UP,
+    )
+    assert code_of(lambda: assign(_driver(client))) == grpc.StatusCode.FAILED_PRECONDITION

@@ -96,6 +96,10 @@ async def _driver(
                 counts["fixes"] += size
             if mode == "rate":
                 await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - began)))
+    except Exception:
+        if time.monotonic() < deadline:
+            raise
+        counts["ended_at_deadline"] += 1  # the batch in flight when the phase ended
     finally:
         await queue.put(None)
         call.cancel()
@@ -111,7 +115,7 @@ def drivers_worker(job: dict[str, Any]) -> dict[str, Any]:
 async def _drivers(job: dict[str, Any]) -> dict[str, Any]:
     channels = [aio.insecure_channel(job["address"]) for _ in range(CHANNELS_PER_WORKER)]
     stubs = [driver_service_pb2_grpc.DriverGatewayServiceStub(c) for c in channels]
-    counts = {"connected": 0, "held": 0, "fixes": 0}
+    counts = {"connected": 0, "held": 0, "fixes": 0, "ended_at_deadline": 0}
     ramp = float(job.get("ramp_s", 0.0))
     deadline = time.monotonic() + ramp + job["seconds"]
     tasks = []

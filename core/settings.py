@@ -179,6 +179,9 @@ class Settings:
     # --- customer tracking: Track streams, position fan-out, ETAs (tracking) ---------------
     track_queue_size: int = _doc("Updates buffered per Track stream (oldest positions drop).", 64)
     track_token_check_s: float = _doc("How often an idle Track stream re-checks its token.", 30.0)
+    track_snapshot_concurrency: int = _doc(
+        "Snapshots built at once per process (bounds Redis and PostgreSQL connections).", 32
+    )
     customer_position_decimals: int = _doc(
         "Decimals of lat/lng shown to customers (4 = about 11 m: approximate).", 4
     )
@@ -199,6 +202,33 @@ class Settings:
     web_roads_cache: int = _doc("Road base-map answers (tiles) kept in memory.", 1024)
     web_dev_tenant: str = _doc(
         "Tenant of the dev dispatcher token `lastmile up` prints (the simulator's).", "sim"
+    )
+
+    # --- instant dispatch: micro-batches, matcher weights, offers (dispatch) ---------------
+    instant_enabled: bool = _doc("Run the instant matcher in the dispatch process.", True)
+    instant_batch_interval_s: float = _doc("Longest wait before a micro-batch is matched.", 2.0)
+    instant_batch_orders: int = _doc("A micro-batch is matched at once when this many wait.", 20)
+    instant_batch_max_orders: int = _doc("Most orders one round matches (oldest first).", 60)
+    instant_search_radius_m: float = _doc("Candidate drivers within this of a pickup.", 8000.0)
+    instant_max_candidates: int = _doc("Most candidate drivers per pickup (nearest first).", 20)
+    instant_stale_position_s: float = _doc(
+        "Drivers not heard from for this long are skipped.", 600.0
+    )
+    instant_offer_timeout_s: float = _doc("Seconds a driver has to answer an offer.", 20.0)
+    instant_sweep_interval_s: float = _doc("How often expired offers are looked for.", 1.0)
+    instant_pickup_weight: float = _doc("Cost per second of driving to the pickup.", 1.0)
+    instant_wait_weight: float = _doc("Cost per second a driver would wait for the food.", 0.2)
+    instant_spread_s: float = _doc("Cost (s) per order a driver already carries.", 600.0)
+    instant_batch_bonus: float = _doc("Cost bonus per second a batched tour saves.", 1.0)
+    instant_age_weight: float = _doc("Cost bonus per second an order has waited.", 0.5)
+    instant_max_detour_s: float = _doc("Most a batched order's delivery may be delayed (s).", 480.0)
+    instant_min_batch_saving_s: float = _doc("Least tour saving (s) worth a batch.", 60.0)
+    instant_max_batch: int = _doc("Most orders one offer batches.", 3)
+    instant_max_driver_load: int = _doc(
+        "Most orders a driver may carry when offered more (1: only free drivers get offers).", 1
+    )
+    instant_max_pickup_s: float = _doc(
+        "Drivers farther than this drive from a pickup skipped.", 1800.0
     )
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 from core.settings import Settings
 from ops import health
 from ops.graph import build_graph
-from ops.servers.envoy import EnvoyServer, render_envoy_config, validate_config
+from ops.servers.envoy import EdgeOptions, EnvoyServer, render_envoy_config, validate_config
 from ops.servers.postgres import PostgresServer
 from ops.servers.process import ManagedProcess, ServerError
 from ops.servers.redis import RedisServer
@@ -64,13 +65,39 @@ def start_service(process: ManagedProcess, address: str, timeout: float = 60.0) 
     process.wait_ready(lambda: health.is_serving(address), timeout=timeout)
 
 
-def edge_config(settings: Settings, path: Path) -> Path:
-    """Write and validate the Envoy config routing the edge to the services."""
+def edge_config(settings: Settings, path: Path, web: bool = False) -> Path:
+    """Write and validate the Envoy config routing the edge to the services (and, with
+    ``web``, every other path to the browser apps' server on ``settings.web_port``)."""
     upstreams = {name: settings.port_of(name) for name in SERVICES}
+    options = EdgeOptions(web_port=settings.web_port if web else None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_envoy_config(settings.edge_port, settings.edge_admin_port, upstreams))
+    path.write_text(
+        render_envoy_config(
+            settings.edge_port, settings.edge_admin_port, upstreams, options=options
+        )
+    )
     validate_config(path)
     return path
+
+
+def web_process(settings: Settings, log_dir: Path) -> ManagedProcess:
+    """The browser apps' server (``python -m ops.web``) configured by ``settings``."""
+    return ManagedProcess(
+        "web",
+        [sys.executable, "-m", "ops.web"],
+        log_path=log_dir / "web.log",
+        env=settings.to_env(),
+    )
+
+
+def web_is_ready(settings: Settings) -> bool:
+    """Whether the web server answers its health check (roads loaded)."""
+    url = f"http://{settings.host}:{settings.web_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def _port(url: str) -> int:
@@ -95,6 +122,7 @@ class LocalStack:
             self._start_servers()
             self._build_graph()
             self._start_services(services)
+            self._start_web()
             self._start_edge()
         except BaseException:
             self.stop()
@@ -152,9 +180,18 @@ class LocalStack:
             start_service(process, address)
             self.components.append(_process_component(name, address, process))
 
+    def _start_web(self) -> None:
+        s = self.settings
+        address = f"{s.host}:{s.web_port}"
+        process = web_process(s, self.data_dir / "logs")
+        self.progress(f"starting web (apps, roads) on {address}")
+        process.start()
+        process.wait_ready(lambda: web_is_ready(s), timeout=60.0)
+        self.components.append(_process_component("web", address, process))
+
     def _start_edge(self) -> None:
         s = self.settings
-        config = edge_config(s, self.data_dir / "envoy" / "envoy.yaml")
+        config = edge_config(s, self.data_dir / "envoy" / "envoy.yaml", web=True)
         edge = EnvoyServer(config, s.edge_admin_port, log_path=self.data_dir / "logs" / "envoy.log")
         self._add_server("envoy edge", edge, f"{s.host}:{s.edge_port}")
 

@@ -8,8 +8,9 @@ VENV=$ROOT/.venv
 STAMPS=$VENV/.stamps
 say() { printf 'setup: %s\n' "$*"; }
 
-# 1. Debian packages: PostgreSQL 15 and Redis (servers run under the project's own dirs).
-APT_PACKAGES=(postgresql-15 redis-server)
+# 1. Debian packages: PostgreSQL 15 and Redis (servers run under the project's own dirs),
+#    Chromium for the browser end-to-end tests (driven by npm playwright-core).
+APT_PACKAGES=(postgresql-15 redis-server chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -76,5 +77,14 @@ if changed gen scripts/gen-protos.sh requirements.lock clients/web/package-lock.
   bash scripts/gen-protos.sh >/dev/null
   (cd clients/web && npm run -s build)
   [ -f "$STAMPS/gen.new" ] && done_step gen
+fi
+
+# 6. Browser apps (clients/web/apps -> clients/web/dist/apps), served by `make up`.
+if changed apps clients/web/package-lock.json clients/web/src/client.ts \
+    $(find protos clients/web/apps -type f | LC_ALL=C sort) \
+    || [ ! -f clients/web/dist/apps/dashboard/index.html ]; then
+  say "building the browser apps"
+  (cd clients/web && npm run -s build:apps >/dev/null)
+  [ -f "$STAMPS/apps.new" ] && done_step apps
 fi
 say "ready"

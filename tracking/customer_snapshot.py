@@ -9,6 +9,7 @@ is under way with that driver (TO_PICKUP..NEARBY), road-snapped and rounded.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ class SnapshotBuilder:
         self._decimals = settings.customer_position_decimals
         self._bus = bus
         self._database = database
+        # Thousands of streams opening at once queue here instead of exhausting the pools.
+        self._slots = asyncio.Semaphore(max(1, settings.track_snapshot_concurrency))
 
     async def resolve(self, token: str) -> TrackedOrder:
         """The order a tracking token opens."""
@@ -106,12 +109,16 @@ class SnapshotBuilder:
             raise InvalidArgument("tracking_token is required")
         if len(token) > MAX_TOKEN_CHARS:
             raise NotFound(NOT_FOUND_MESSAGE)
-        async with self._database.pool.acquire() as conn:
+        async with self._slots, self._database.pool.acquire() as conn:
             row = await conn.fetchrow(_ORDER_BY_DIGEST, tracking_token_digest(token))
         return check_token(dict(row) if row else None, dt.datetime.now(dt.UTC))
 
     async def snapshot(self, order: TrackedOrder) -> tracking_pb2.TrackingSnapshot:
         """Everything the customer sees right now."""
+        async with self._slots:
+            return await self._build(order)
+
+    async def _build(self, order: TrackedOrder) -> tracking_pb2.TrackingSnapshot:
         row = order.row
         status = int(row["status"])
         snapshot = tracking_pb2.TrackingSnapshot(

@@ -11,7 +11,7 @@ Per order the result is kept in Redis (``eta_key``: ``eta_ms``, ``remaining_m``,
 as JSON ``[[lat, lng], ...]``) for snapshots, published as ``TrackResponse{eta}`` (and
 ``{route_line}`` when the line no longer continues the previous one) on the order's channel,
 and recorded in ``eta_predictions`` so the error against the actual arrival can be reported
-(``eta_errors``, core/migrations/0006_eta.sql).
+(``eta_errors``, core/migrations/0004_eta.sql).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.tracking.v1 import tracking_service_pb2
 
@@ -81,7 +80,6 @@ class EtaEngine:
         self._database = database
         self._roads = roads
         self._active = active
-        self._table_missing_logged = False
 
     async def on_positions(self, updates: Sequence[PositionUpdate]) -> None:
         """Refresh the ETAs of the drivers of this batch that need it."""
@@ -231,25 +229,19 @@ class EtaEngine:
         ]
         if not rows:
             return
-        try:
-            async with self._database.pool.acquire() as conn:
-                await conn.copy_records_to_table(
-                    "eta_predictions",
-                    records=rows,
-                    columns=[
-                        "order_id",
-                        "driver_id",
-                        "predicted_at",
-                        "predicted_arrival",
-                        "remaining_s",
-                        "remaining_m",
-                    ],
-                )
-        except asyncpg.UndefinedTableError:
-            # Migration 0006 is not applied yet (it waits for 0004-0005): ETAs still work.
-            if not self._table_missing_logged:
-                log.warning("eta_predictions table missing; ETA predictions not recorded")
-                self._table_missing_logged = True
+        async with self._database.pool.acquire() as conn:
+            await conn.copy_records_to_table(
+                "eta_predictions",
+                records=rows,
+                columns=[
+                    "order_id",
+                    "driver_id",
+                    "predicted_at",
+                    "predicted_arrival",
+                    "remaining_s",
+                    "remaining_m",
+                ],
+            )
 
 
 def eta_message(eta: OrderEta) -> bytes:

@@ -17,7 +17,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import dispatch_pb2
 
@@ -94,12 +93,9 @@ class OrderFollower:
         ]
         if not arrivals:
             return
-        try:
-            async with self._database.pool.acquire() as conn:
-                await conn.executemany(
-                    "INSERT INTO eta_arrivals (order_id, status, arrived_at) VALUES ($1, $2, $3)"
-                    " ON CONFLICT DO NOTHING",
-                    arrivals,
-                )
-        except asyncpg.UndefinedTableError:
-            log.warning("eta_arrivals table missing (migration 0006 pending); not recorded")
+        async with self._database.pool.acquire() as conn:
+            await conn.executemany(
+                "INSERT INTO eta_arrivals (order_id, status, arrived_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING",
+                arrivals,
+            )

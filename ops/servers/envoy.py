@@ -40,6 +40,8 @@ _TYPES = "type.googleapis.com/envoy.extensions"
 # The service whose routes a consistent-hash header pins to one upstream (customer sessions of
 # one order on one tracking process, so that process subscribes to the order's channel once).
 HASHED_SERVICE = "tracking"
+# Cluster of the browser apps' HTTP server (EdgeOptions.web_port).
+WEB_CLUSTER = "web"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,9 @@ class EdgeOptions:
     hash_header: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    # HTTP/1.1 port of the browser apps' server (ops/web.py); when set, every path the gRPC
+    # routes do not take goes there, so pages and grpc-web share one origin.
+    web_port: int | None = None
 
 
 def _route(
@@ -77,7 +82,9 @@ def _route(
     return {"match": match, "route": action}
 
 
-def _routes(services: Sequence[str], hash_header: str | None = None) -> list[dict[str, Any]]:
+def _routes(
+    services: Sequence[str], hash_header: str | None = None, web: bool = False
+) -> list[dict[str, Any]]:
     routes = [
         _route(prefix, name, service_header=name) for prefix in SHARED_PREFIXES for name in services
     ]
@@ -87,6 +94,8 @@ def _routes(services: Sequence[str], hash_header: str | None = None) -> list[dic
         for name in services
         for prefix in PACKAGES[name]
     ]
+    if web:  # last: only what no gRPC route took
+        routes.append({"match": {"prefix": "/"}, "route": {"cluster": WEB_CLUSTER}})
     return routes
 
 
@@ -144,7 +153,9 @@ def _listener(
                 {
                     "name": "lastmile",
                     "domains": ["*"],
-                    "routes": _routes(services, options.hash_header),
+                    "routes": _routes(
+                        services, options.hash_header, web=options.web_port is not None
+                    ),
                     "typed_per_filter_config": {
                         "envoy.filters.http.cors": _cors_policy(origins, options.hash_header)
                     },
@@ -198,6 +209,22 @@ def _cluster(name: str, port: int, options: EdgeOptions) -> dict[str, Any]:
     return cluster
 
 
+def _web_cluster(port: int, options: EdgeOptions) -> dict[str, Any]:
+    # Plain HTTP/1.1 (Envoy's default upstream protocol): the static apps and /roads.
+    host = (options.hosts or {}).get(WEB_CLUSTER)
+    socket = {"address": host or "127.0.0.1", "port_value": port}
+    endpoint = {"endpoint": {"address": {"socket_address": socket}}}
+    return {
+        "name": WEB_CLUSTER,
+        "type": "STRICT_DNS" if host else "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": WEB_CLUSTER,
+            "endpoints": [{"lb_endpoints": [endpoint]}],
+        },
+    }
+
+
 def _connection_limit() -> dict[str, Any]:
     # An explicit cap on downstream connections (one per driver app or browser tab).
     return {
@@ -231,6 +258,9 @@ def render_envoy_config(
     if DEFAULT_SERVICE not in upstreams:
         raise ValueError(f"upstreams must include {DEFAULT_SERVICE!r}")
     services = [name for name in PACKAGES if name in upstreams]
+    clusters = [_cluster(name, upstreams[name], edge) for name in services]
+    if edge.web_port is not None:
+        clusters.append(_web_cluster(edge.web_port, edge))
     config = {
         "overload_manager": {"resource_monitors": [_connection_limit()]},
         "admin": {
@@ -238,7 +268,7 @@ def render_envoy_config(
         },
         "static_resources": {
             "listeners": [_listener(listen_port, services, allowed_origins, edge)],
-            "clusters": [_cluster(name, upstreams[name], edge) for name in services],
+            "clusters": clusters,
         },
     }
     return json.dumps(config, indent=2) + "\n"

@@ -5,6 +5,7 @@ drive by itself yet (no AssignOrder, no geofence consumer)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import redis
 from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import (
     dispatch_pb2,
@@ -28,11 +30,11 @@ from lastmile.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 from core.auth import Role
 from core.geo import LatLng
 from core.settings import Settings
+from tests.helpers import wait_until
 from tests.integration.ingest_support import token
+from tracking.active_orders import cache_key
 
 REPO = Path(__file__).resolve().parents[2]
-#: Migration 0006 waits in pending/ until 0004 and 0005 exist (the loader refuses gaps).
-PENDING_ETA_MIGRATION = REPO / "core" / "migrations" / "pending" / "0006_eta.sql"
 TrackResponse = tracking_service_pb2.TrackResponse
 
 
@@ -161,6 +163,25 @@ def dispatch_sets_status(dsn: str, order_id: str, status: int, driver_id: str = 
     asyncio.run(change())
 
 
+def wait_tracking_sees(redis_url: str, driver_id: str, order_id: str, status: int) -> None:
+    """Wait until tracking's cached active orders of the driver follow the order's new status
+    (dropped by the order-event follower, or reloaded): the fan-out and ETAs of the next batch
+    then use it. Status changes reach customers and tracking in parallel."""
+
+    def follows() -> bool:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            raw = client.get(cache_key(driver_id))
+        finally:
+            client.close()
+        if raw is None:
+            return True
+        orders = {o["id"]: o["s"] for o in json.loads(raw)}
+        return bool(orders.get(order_id, status) == status)
+
+    wait_until(follows, timeout=10, what=f"tracking cache of {driver_id} at status {status}")
+
+
 def sql(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
     """Run one statement and return its rows."""
 
@@ -172,16 +193,3 @@ def sql(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
             await conn.close()
 
     return asyncio.run(run())
-
-
-def apply_pending_eta_migration(dsn: str) -> None:
-    """Create the ETA tables while 0006 waits in pending/ (idempotent SQL)."""
-
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(PENDING_ETA_MIGRATION.read_text())
-        finally:
-            await conn.close()
-
-    asyncio.run(run())

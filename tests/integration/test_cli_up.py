@@ -34,7 +34,7 @@ READY_LINE = "ready. Ctrl-C stops everything."
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 # postgresql, redis, s3, four services, envoy.
-COMPONENTS = 8
+COMPONENTS = 9
 
 
 def _free_block(size: int) -> int:
@@ -65,6 +65,7 @@ def stack_env(road_graph: Path) -> Iterator[dict[str, str]]:
             "LASTMILE_S3_ENDPOINT": f"127.0.0.1:{free_port()}",
             "LASTMILE_EDGE_PORT": str(free_port()),
             "LASTMILE_EDGE_ADMIN_PORT": str(free_port()),
+            "LASTMILE_WEB_PORT": str(free_port()),
             "LASTMILE_METRICS_PORT": str(_free_block(len(SERVICES))),
             "LASTMILE_SHUTDOWN_GRACE_S": "2",
             **{f"LASTMILE_{name.upper()}_PORT": str(free_port()) for name in SERVICES},

@@ -24,10 +24,10 @@ from tests.integration.conftest import Platform
 from tests.integration.customer_support import (
     CustomerStream,
     TrackResponse,
-    apply_pending_eta_migration,
     create_driver_and_order,
     dispatch_sets_status,
     sql,
+    wait_tracking_sees,
 )
 from tests.integration.ingest_support import DriverApp, batch, fix, now_s, token
 
@@ -73,8 +73,7 @@ def _drive_points(roads: RoadNetwork) -> list[LatLng]:
 def test_customer_follows_the_drive_on_two_tracking_processes(
     platform: Platform, tracking_b: str, roads: RoadNetwork
 ) -> None:
-    apply_pending_eta_migration(platform.settings.database_url)
-    dsn = platform.settings.database_url
+    dsn, redis_url = platform.settings.database_url, platform.settings.redis_url
     points = _drive_points(roads)
     pickup_at, drop_at = len(points) // 4, len(points) - 4
     driver = f"drv-{uuid.uuid4().hex[:8]}"
@@ -115,6 +114,7 @@ def test_customer_follows_the_drive_on_two_tracking_processes(
                 for name in status_after.pop(passed):
                     dispatch_sets_status(dsn, order_id, S.Value(name))
                     on_a.wait_for(_is(S.Value(name)))
+                    wait_tracking_sees(redis_url, driver, order_id, S.Value(name))
             if not status_after:
                 break
             if index == pickup_at + 10:

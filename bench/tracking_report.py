@@ -1,0 +1,102 @@
+"""Figures and the markdown table of the tracking benchmark (bench/tracking.py), combined with
+the fleet search benchmark's results (bench/search.py) when present.
+
+``python -m bench.tracking_report`` re-renders tracking.md from the recorded JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if len(values) < 2:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {
+        "p50_ms": round(q[49] * 1000, 1),
+        "p95_ms": round(q[94] * 1000, 1),
+        "p99_ms": round(q[98] * 1000, 1),
+        "max_ms": round(max(values) * 1000, 1),
+    }
+
+
+def peak_rss_mb(pid: int | None) -> float | None:
+    """VmHWM of a process, MB."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The short table of the report."""
+    m = report["machine"]
+    lines = [
+        "# Tracking benchmark",
+        "",
+        f"Machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, fd limit"
+        f" {m['fd_limit']}. {report['setup']}.",
+        "",
+        "| phase | streams (drivers / customers) | acked fixes/s | stored fixes/s in window |"
+        " all acked stored, incl. drain: fixes/s | customer p50 / p95 / p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in report["phases"]:
+        if p["phase"] == "hold":
+            lines.append(
+                f"| hold | held {p['driver_streams_held']} / {p['customer_streams_held']}"
+                f" of {p['target_each']} each | - | - | - | - |"
+            )
+            continue
+        lat = p["customer_latency"]
+        lines.append(
+            f"| {p['phase']} | {p['driver_streams']} / {p['customer_streams']} |"
+            f" {p['acked_fixes_per_s']} | {p['processed_fixes_per_s']} |"
+            f" {p.get('pipeline_fixes_per_s', '-')} (drain {p.get('drain_after_s', '-')} s) |"
+            f" {lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']} |"
+        )
+    lines += [
+        "",
+        "Peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mb"].items()),
+    ]
+    return "\n".join(lines + search_lines(RESULTS / "search.json")) + "\n"
+
+
+def search_lines(path: Path) -> list[str]:
+    """SearchDrivers p99 per shape from bench/search.py's results, when recorded."""
+    if not path.is_file():
+        return ["", "SearchDrivers: not measured (bench/results/search.json missing)."]
+    search = json.loads(path.read_text())
+    lines = [
+        "",
+        f"SearchDrivers over {search['drivers']} live drivers (bench/search.py: {search['setup']}):",
+        "",
+        "| shape | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
+    for shape in search["shapes"]:
+        lines.append(
+            f"| {shape['shape']} | {shape['p50_ms']} | {shape['p95_ms']} | {shape['p99_ms']} |"
+        )
+    return lines
+
+
+def main() -> None:
+    """Re-render tracking.md from tracking.json (and search.json)."""
+    report = json.loads((RESULTS / "tracking.json").read_text())
+    (RESULTS / "tracking.md").write_text(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ from lastmile.dispatch.v1 import dispatch_service_pb2 as pb
 from lastmile.origin.v1 import origin_service_pb2 as opb
 
 from core.auth import Role, require
-from dispatch import areas, assignment, origins, registry
+from dispatch import areas, assignment, origins, registry, route_reoptimize, routes
 from dispatch.context import DispatchContext
 
 STAFF = (Role.DISPATCHER, Role.SERVICE)
@@ -27,6 +27,20 @@ class DispatchAdminHandlers:
     ) -> pb.AssignOrderResponse:
         """Manually (re)assign an order to a driver of the tenant."""
         return pb.AssignOrderResponse(order=await assignment.assign_order(self._ctx, request))
+
+    async def PlanWave(self, request: pb.PlanWaveRequest, context: Context) -> pb.PlanWaveResponse:
+        """Plan pending planned orders into routes for the given drivers."""
+        return await routes.plan_wave_rpc(self._ctx, request)
+
+    async def GetRoute(self, request: pb.GetRouteRequest, context: Context) -> pb.GetRouteResponse:
+        """A route by id, or the driver's active route."""
+        return await routes.get_route_rpc(self._ctx, request)
+
+    async def ReoptimizeRoute(
+        self, request: pb.ReoptimizeRouteRequest, context: Context
+    ) -> pb.ReoptimizeRouteResponse:
+        """Insert orders into a route under way, keeping the stop being driven to first."""
+        return await route_reoptimize.reoptimize_route_rpc(self._ctx, request)
 
     async def UpsertArea(
         self, request: pb.UpsertAreaRequest, context: Context

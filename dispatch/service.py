@@ -42,7 +42,7 @@ def components(ctx: DispatchContext) -> list[Servicer]:
             order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
         ),
         Servicer(
-            Dispatch(ctx),  # type: ignore[abstract]
+            Dispatch(ctx),
             dispatch_service_pb2_grpc.add_DispatchServiceServicer_to_server,
             dispatch_service_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
         ),

@@ -10,6 +10,7 @@ from core.runtime import Component, main
 from core.settings import Settings
 from dispatch.context import DispatchContext
 from dispatch.driver_events import DriverEventConsumer
+from dispatch.instant import InstantDispatcher
 from dispatch.outbox import OutboxRelay
 from dispatch.providers.worker import ProviderWorker
 from dispatch.service import components
@@ -22,6 +23,7 @@ async def build(settings: Settings) -> Sequence[Component]:
         OutboxRelay(ctx),
         DriverEventConsumer(ctx),
         ProviderWorker(ctx),
+        InstantDispatcher(ctx),
     ]
     return [ctx.database, ctx.bus, *components(ctx), *workers]
 

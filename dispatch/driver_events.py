@@ -29,7 +29,7 @@ from lastmile.tracking.v1 import tracking_pb2
 from core import topics
 from core.bus import StreamEntry
 from core.errors import ServiceError
-from dispatch import failures, progress
+from dispatch import failures, offers, progress
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.order_store import Actor
@@ -40,9 +40,11 @@ GROUP = "dispatch-orders"
 STREAMS = (topics.DRIVER_EVENTS, topics.GEOFENCE_EVENTS, topics.PROOF_EVENTS)
 
 
-async def on_offer_answer(ctx: DispatchContext, driver_id: str, answer: Any) -> None:
-    """Hook for the instant matcher (not built yet): an answer to an offer."""
-    log.info("offer answer received", extra={"driver_id": driver_id, "offer": answer.offer_id})
+async def on_offer_answer(
+    ctx: DispatchContext, driver_id: str, answer: driver_pb2.OfferAnswer
+) -> None:
+    """An answer to an offer: accept assigns, reject re-offers (dispatch.offers)."""
+    await offers.answer_offer(ctx, driver_id, answer)
 
 
 class DriverEventConsumer:

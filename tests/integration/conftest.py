@@ -68,6 +68,8 @@ def platform_settings(
         graph_dir=graph_dir,
         osm_pbf=DEFAULT_CITY_PBF,
         shutdown_grace_s=2.0,
+        # The matcher has its own tests; here it would compete with tests that assign orders.
+        instant_enabled=False,
     )
 
 

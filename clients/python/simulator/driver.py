@@ -26,7 +26,7 @@ from lastmile_client.lastmile.driver.v1 import (
 )
 from lastmile_client.lastmile.pod.v1 import ProofOfDeliveryServiceStub
 
-from core.geo import LatLng
+from core.geo import LatLng, haversine_m
 from simulator.city import City
 from simulator.clock import SimClock
 from simulator.driver_link import DriverLink, fix_message, interval_s
@@ -103,6 +103,7 @@ class Driver:
         self._factor = 1.0 + rng.uniform(-speed_variation, speed_variation)
         self._work = asyncio.Event()
         self._fixes: list[Any] = []
+        self._offers: dict[str, tuple[str, ...]] = {}
 
     @property
     def idle(self) -> bool:
@@ -131,6 +132,13 @@ class Driver:
                     reject_reason="" if accepted else "too far",
                 )
             )
+            if accepted:
+                self._take_offer(value)
+        elif kind == "offer_withdrawn":
+            # Accepted too late: the platform gave the orders to someone else.
+            withdrawn = self._offers.pop(value.offer_id, ())
+            self.stops = [s for s in self.stops if s.order_id not in withdrawn]
+            self._recorder.counts["offers_withdrawn"] += 1
         elif kind == "route_update":
             self._apply_route(value.route)
         elif kind == "order_cancelled":
@@ -152,6 +160,25 @@ class Driver:
         self.stops = stops
         self._recorder.counts["route_updates"] += 1
         self._link.send(route_ack=RouteAck(route_id=route.route_id, version=route.version))
+        self._work.set()
+
+    def _take_offer(self, offer: Any) -> None:
+        """Plan an accepted offer as the driver app shows it: its pickups in the offered
+        order, then its drop-offs nearest first."""
+        orders = [o for o in offer.orders if not any(s.order_id == o.order_id for s in self.stops)]
+        self._offers[offer.offer_id] = tuple(o.order_id for o in orders)
+        if not orders:
+            return
+        for o in orders:
+            where = LatLng(o.pickup.lat, o.pickup.lng)
+            self.stops.append(Stop(o.order_id, "pickup", where, f"{o.order_id}:pickup"))
+        here = self.stops[-1].location
+        left = [(o.order_id, LatLng(o.drop_off.lat, o.drop_off.lng)) for o in orders]
+        while left:
+            order_id, where = min(left, key=lambda item: haversine_m(here, item[1]))
+            left.remove((order_id, where))
+            self.stops.append(Stop(order_id, "drop_off", where, f"{order_id}:drop_off"))
+            here = where
         self._work.set()
 
     # --- main loops ------------------------------------------------------------------------
@@ -276,6 +303,12 @@ class Driver:
 
     def _status(self, status: DriverStatus) -> None:
         self._link.send(status=StatusChange(status=status, at=self._clock.wall_now()))
+        if status == DriverStatus.IDLE and self._link.connected.is_set():
+            # As a phone app does on a status change: send where it is now, so that
+            # dispatch sees an idle driver where it is, not where it last uploaded.
+            fix = self._noise.observe(self.position, 0.0, self.heading)
+            self._link.send_fixes([*self._fixes, fix_message(fix, self._clock.wall_now())])
+            self._fixes = []
 
     async def _gps_loop(self) -> None:
         """Capture at the config's capture interval, upload at its upload interval (both

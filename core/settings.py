@@ -204,6 +204,11 @@ class Settings:
         "Tenant of the dev dispatcher token `lastmile up` prints (the simulator's).", "sim"
     )
 
+    # --- wave planning (dispatch) --------------------------------------------------------
+    wave_interval_s: float = _doc("Seconds between scheduled waves (0 = no schedule).", 300.0)
+    wave_horizon_s: float = _doc("A wave takes orders whose window opens within this.", 4 * 3600.0)
+    wave_time_limit_s: float = _doc("Solver time per scheduled wave group (s).", 10.0)
+
     # --- instant dispatch: micro-batches, matcher weights, offers (dispatch) ---------------
     instant_enabled: bool = _doc("Run the instant matcher in the dispatch process.", True)
     instant_batch_interval_s: float = _doc("Longest wait before a micro-batch is matched.", 2.0)

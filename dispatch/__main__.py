@@ -14,6 +14,7 @@ from dispatch.instant import InstantDispatcher
 from dispatch.outbox import OutboxRelay
 from dispatch.providers.worker import ProviderWorker
 from dispatch.service import components
+from dispatch.wave_scheduler import WaveScheduler
 
 
 async def build(settings: Settings) -> Sequence[Component]:
@@ -24,6 +25,7 @@ async def build(settings: Settings) -> Sequence[Component]:
         DriverEventConsumer(ctx),
         ProviderWorker(ctx),
         InstantDispatcher(ctx),
+        WaveScheduler(ctx),
     ]
     return [ctx.database, ctx.bus, *components(ctx), *workers]
 

@@ -68,8 +68,10 @@ def platform_settings(
         graph_dir=graph_dir,
         osm_pbf=DEFAULT_CITY_PBF,
         shutdown_grace_s=2.0,
-        # The matcher has its own tests; here it would compete with tests that assign orders.
+        # The matcher and the wave schedule have their own tests; here they would compete
+        # with tests that assign orders.
         instant_enabled=False,
+        wave_interval_s=0.0,
     )
 
 

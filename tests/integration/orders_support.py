@@ -198,9 +198,9 @@ ConnectResponse = driver_service_pb2.ConnectResponse
 
 
 def start_dispatch(dsn: str, redis_url: str, data_dir: Path, **changes: Any) -> Dispatch:
-    """A started dispatch process with fast polling settings. The instant matcher is off
-    unless a test asks for it: it would otherwise offer other tests' orders to drivers."""
-    changes = {"instant_enabled": False, **changes}
+    """A started dispatch process with fast polling settings. The instant matcher and the
+    wave schedule are off unless a test asks: they would act on other tests' orders."""
+    changes = {"instant_enabled": False, "wave_interval_s": 0.0, **changes}
     settings = Settings.from_env({}).replace(
         host="127.0.0.1",
         dispatch_port=free_port(),

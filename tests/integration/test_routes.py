@@ -20,6 +20,7 @@ from lastmile.dispatch.v1 import dispatch_service_pb2 as dps
 
 from core import topics
 from ops.servers import PostgresServer, RedisServer
+from tests.helpers import wait_until
 from tests.integration.orders_support import (
     SLIEMA,
     VALLETTA,
@@ -188,3 +189,38 @@ def test_bad_inputs_get_clear_statuses(client: Client, dispatch: Dispatch) -> No
     assert code_of(lambda: plan(client, ["drv-unknown"])) == grpc.StatusCode.NOT_FOUND
     # Nothing was lost or changed by the refused calls.
     assert client.get(order_id).status == common_pb2.ORDER_STATUS_PENDING
+
+
+def test_scheduled_wave_plans_due_orders_onto_free_drivers(
+    postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
+) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-waves-"))
+    scheduled = start_dispatch(
+        postgres_server.dsn,
+        redis_server.url,
+        data_dir,
+        graph_dir=road_graph.parent,
+        wave_interval_s=0.5,
+        wave_time_limit_s=1.0,
+    )
+    client = Client(scheduled, new_tenant())
+    try:
+        driver = add_driver(client)
+        due = [planned_order(client, point) for point in DROP_OFFS[:2]]
+        later = order(drop_off=SLIEMA, drop_window=window(2 * 86400, 3600))
+        tomorrow = str(client.create(message=later).order.order_id)
+
+        def assigned() -> bool:
+            return all(client.get(o).status == common_pb2.ORDER_STATUS_ASSIGNED for o in due)
+
+        assert wait_until(assigned, timeout=60, what="the scheduled wave to assign the orders")
+        routes = {client.get(o).route_id for o in due}
+        assert len(routes) == 1 and {client.get(o).driver_id for o in due} == {driver}
+        # An order due outside the horizon waits for a later wave.
+        assert client.get(tomorrow).status == common_pb2.ORDER_STATUS_PENDING
+    finally:
+        client.close()
+        scheduled.process.stop(grace=10.0)
+        log = (data_dir / "dispatch.log").read_text(errors="replace")
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert "Traceback" not in log, log[-3000:]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Mapping
 
@@ -16,6 +14,7 @@ from PIL import Image
 from core.objects import ObjectStore
 from core.settings import Settings
 from ops.servers import SeaweedS3
+from tests.integration.pod_support import http_get, post_form
 
 pytestmark = [
     pytest.mark.integration,
@@ -50,43 +49,10 @@ def _jpeg(size: tuple[int, int] = (32, 32)) -> bytes:
     return out.getvalue()
 
 
-def _multipart(fields: Mapping[str, str], data: bytes, file_type: str) -> tuple[bytes, str]:
-    """A multipart/form-data body: the form fields, then the file (S3 wants it last)."""
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="proof"\r\n'
-        f"Content-Type: {file_type}\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
 def _post(
     url: str, fields: Mapping[str, str], data: bytes, file_type: str = "image/jpeg"
 ) -> tuple[int, bytes]:
-    body, content_type = _multipart(fields, data, file_type)
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": content_type}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    return post_form(url, fields, data, file_type)
 
 
 def _exists(store: ObjectStore, key: str) -> bool:
@@ -113,7 +79,7 @@ def test_upload_form_accepts_the_right_image_and_download_url_returns_it(
     stat = store.client.stat_object(store.bucket, "o-1/photo.jpg")
     assert stat.size == len(photo)
     assert stat.content_type == "image/jpeg"
-    assert _get(store.download_url("o-1/photo.jpg", EXPIRES)) == (200, photo)
+    assert http_get(store.download_url("o-1/photo.jpg", EXPIRES)) == (200, photo)
 
 
 def test_upload_form_refuses_another_content_type(store: ObjectStore) -> None:
@@ -165,6 +131,6 @@ def test_upload_form_refuses_a_forged_signature_and_an_expired_policy(store: Obj
 def test_download_url_is_checked(store: ObjectStore) -> None:
     store.client.put_object(store.bucket, "o-8/sig.png", io.BytesIO(b"sig"), 3)
     url = store.download_url("o-8/sig.png", EXPIRES)
-    assert _get(url) == (200, b"sig")
-    status, _ = _get(url.replace("o-8/sig.png", "o-9/sig.png"))
+    assert http_get(url) == (200, b"sig")
+    status, _ = http_get(url.replace("o-8/sig.png", "o-9/sig.png"))
     assert status == 403

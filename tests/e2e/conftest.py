@@ -13,6 +13,7 @@ import pytest
 from core.settings import Settings
 from ops.servers import EnvoyServer, free_port
 from ops.stack import edge_config, web_is_ready, web_process
+from tests.e2e.browser import Browser
 from tests.integration.conftest import Platform, platform  # noqa: F401 (the fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,3 +61,23 @@ def screenshots() -> Path:
     """Folder of the screenshots the tests save (git-ignored)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+@pytest.fixture
+def phone() -> Iterator[Browser]:
+    """Chromium with a phone-sized viewport."""
+    browser = Browser(390, 844, mobile=True)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture
+def desktop() -> Iterator[Browser]:
+    """Chromium with a desktop viewport."""
+    browser = Browser(1366, 900)
+    try:
+        yield browser
+    finally:
+        browser.close()

@@ -4,8 +4,6 @@ exactly the drivers inside it."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,9 @@ from core.geo import LatLng
 from core.roads import RoadNetwork
 from tests.e2e.browser import Browser
 from tests.e2e.conftest import WebEdge
+from tests.e2e.support import online_driver
 from tests.integration.customer_support import create_driver_and_order, sql
-from tests.integration.ingest_support import DriverApp, batch, fix, now_s, token
+from tests.integration.ingest_support import DriverApp, token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 # Around Mdina and Rabat, away from the Valletta drivers of other tests.
@@ -25,28 +24,6 @@ AREA.append(LatLng(35.8800, 14.3950))
 INSIDE = [LatLng(35.8860, 14.4010), LatLng(35.8835, 14.4060)]
 OUTSIDE = [LatLng(35.8740, 14.4000)]
 VIEW = "[[35.872, 14.390], [35.893, 14.414]]"
-
-
-@pytest.fixture
-def desktop() -> Iterator[Browser]:
-    """Chromium with a desktop viewport."""
-    browser = Browser(1366, 900)
-    try:
-        yield browser
-    finally:
-        browser.close()
-
-
-def _online_driver(web_edge: WebEdge, where: LatLng) -> tuple[str, DriverApp]:
-    """A driver of the test tenant connected through the gateway and standing at ``where``."""
-    driver = f"e2e-{uuid.uuid4().hex[:8]}"
-    settings = web_edge.settings
-    app = DriverApp(web_edge.platform.addresses["gateway"], token(settings, driver))
-    app.hello()
-    at = int(now_s())
-    ack = app.send_and_wait(batch(1, [fix(where, at - 1, speed=0.0), fix(where, at, speed=0.0)]))
-    assert ack.WhichOneof("command") == "ack"
-    return driver, app
 
 
 def _page_point(page: Browser, at: LatLng) -> tuple[float, float]:
@@ -66,7 +43,7 @@ def test_dashboard_shows_the_fleet_and_searches_an_area(
     drivers: list[str] = []
     try:
         for where in on_road:
-            driver, app = _online_driver(web_edge, where)
+            driver, app = online_driver(web_edge, where)
             drivers.append(driver)
             apps.append(app)
         inside, outside = set(drivers[: len(INSIDE)]), set(drivers[len(INSIDE) :])

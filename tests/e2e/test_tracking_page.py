@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,16 +28,6 @@ SLIEMA = LatLng(35.9126, 14.5045)
 S = common_pb2.OrderStatus
 MARKER = "document.getElementById('driver-marker')"
 ETA = "document.getElementById('eta').dataset.eta"
-
-
-@pytest.fixture
-def phone() -> Iterator[Browser]:
-    """Chromium with a phone-sized viewport."""
-    browser = Browser(390, 844, mobile=True)
-    try:
-        yield browser
-    finally:
-        browser.close()
 
 
 def _drive_points(roads: RoadNetwork) -> list[LatLng]:

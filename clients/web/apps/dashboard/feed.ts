@@ -2,11 +2,11 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import type { LastmileClients } from "../../src/client.js";
-import { OrderStatus } from "../../src/gen/lastmile/common/v1/common_pb.js";
+import { FailureReason, OrderStatus } from "../../src/gen/lastmile/common/v1/common_pb.js";
 import type { OrderEvent } from "../../src/gen/lastmile/dispatch/v1/dispatch_pb.js";
 import { GeofenceEventKind, type GeofenceEvent } from "../../src/gen/lastmile/tracking/v1/tracking_pb.js";
 import { isCancel, isFinal } from "../shared/api.js";
-import { clock, esc } from "../shared/labels.js";
+import { clock, esc, failureLabel } from "../shared/labels.js";
 
 const MAX_ITEMS = 100;
 const RECONNECT_MS = 5000;
@@ -85,8 +85,10 @@ function describeFence(event: GeofenceEvent): string {
 
 function reasonOf(event: OrderEvent): string {
   try {
-    const details = JSON.parse(event.detailsJson || "{}") as { reason?: string };
-    return details.reason ? ` — ${esc(details.reason.toLowerCase().replace(/_/g, " "))}` : "";
+    // The event's details carry the reason's number next to its enum name.
+    const details = JSON.parse(event.detailsJson || "{}") as { failure_reason?: number };
+    const label = details.failure_reason ? failureLabel(details.failure_reason as FailureReason) : "";
+    return label ? ` — ${esc(label.toLowerCase())}` : "";
   } catch {
     return "";
   }

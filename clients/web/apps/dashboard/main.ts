@@ -67,6 +67,7 @@ class DriverPanel {
     el("driver").hidden = false;
     el("driver-title").textContent = `Driver ${driverId}`;
     this.route.clearLayers();
+    el("driver-route").dataset.routeId = "";
     try {
       const { driver } = await this.api.fleet.getDriverState({ driverId });
       const seen = driver?.positionAt ? `, seen ${clock(timestampDate(driver.positionAt))}` : "";
@@ -89,8 +90,9 @@ class DriverPanel {
       const { route } = await this.api.dispatch.getRoute({ key: { case: "driverId", value: driverId } });
       if (route === undefined) throw new Error("no route");
       for (const leg of route.legs) {
-        L.polyline(leg.geometry.map((p) => L.latLng(p.lat, p.lng)), { color: "#1d4ed8", weight: 4, opacity: 0.7 }).addTo(this.route);
+        L.polyline(leg.geometry.map((p) => L.latLng(p.lat, p.lng)), { color: "#1d4ed8", weight: 4, opacity: 0.7, className: "route-leg" }).addTo(this.route);
       }
+      el("driver-route").dataset.routeId = route.routeId;
       const next = route.stops.find((stop) => !stop.completed);
       const eta = next?.plannedArrival ? `next stop around ${clock(timestampDate(next.plannedArrival))}` : "no open stops";
       el("driver-route").textContent = `Route: ${route.stops.length} stops, ${(route.distanceM / 1000).toFixed(1)} km; ${eta}`;

@@ -1,6 +1,7 @@
 // Customer tracking page, opened from a tracking link: /track/#token=<tracking token>.
 // Follows the order's Track stream; when the stream breaks it says so and polls GetTracking
-// every 30 s (retrying the stream each time) until live updates are back.
+// every 30 s (retrying the stream each time) until live updates are back. `&poll=<seconds>` in
+// the fragment changes that interval (the end-to-end tests use a short one).
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 import { OrderStatus, type LatLng } from "../../src/gen/lastmile/common/v1/common_pb.js";
@@ -17,20 +18,28 @@ import {
   renderEta,
   renderInstructions,
   renderTimeline,
+  renderWindow,
   showResult,
 } from "./panel.js";
 import "./style.css";
 
-const POLL_INTERVAL_MS = 30_000;
-const PAUSED_NOTICE = "Live updates paused — refreshing every 30 s.";
+const DEFAULT_POLL_S = 30;
 
 const token = fragmentParam("token");
+const pollSeconds = pollInterval(fragmentParam("poll"));
+const PAUSED_NOTICE = `Live updates paused — refreshing every ${pollSeconds} s.`;
 const api = edgeClients();
 let snapshot: TrackingSnapshot | undefined;
 let eta: Date | undefined;
 let remainingM: number | undefined;
 let map: TrackingMap | undefined;
 let proofShown = false;
+
+/** Seconds between polls while the stream is down: `poll` from the fragment if sensible. */
+function pollInterval(value: string | undefined): number {
+  const seconds = Number(value);
+  return Number.isFinite(seconds) && seconds >= 1 && seconds <= 3600 ? seconds : DEFAULT_POLL_S;
+}
 
 /** Replace everything with a full snapshot (first stream message, or a poll). */
 function applySnapshot(next: TrackingSnapshot): void {
@@ -40,6 +49,7 @@ function applySnapshot(next: TrackingSnapshot): void {
   }
   eta = next.eta ? timestampDate(next.eta) : undefined;
   dom.driver.textContent = next.driverName ? `Your driver: ${next.driverName}` : "";
+  renderWindow(next.window);
   renderInstructions(next.instructions);
   map?.setRoute(next.routeLine);
   if (next.driverPosition !== undefined) moveDriver(next.driverPosition);
@@ -130,7 +140,7 @@ async function poll(trackingToken: string): Promise<void> {
   }
 }
 
-/** Stream while possible; poll every 30 s while not. Ends when the order is final. */
+/** Stream while possible; poll every `pollSeconds` while not. Ends when the order is final. */
 async function follow(trackingToken: string): Promise<void> {
   for (;;) {
     try {
@@ -146,7 +156,7 @@ async function follow(trackingToken: string): Promise<void> {
       if (isFinal(error)) throw error;
       setLive(false);
     }
-    await wait(POLL_INTERVAL_MS);
+    await wait(pollSeconds * 1000);
     await poll(trackingToken);
   }
 }
@@ -171,7 +181,10 @@ function wireForms(trackingToken: string): void {
     api.orders
       .rescheduleOrder({ orderId: snapshot.orderId, dropOffWindow: { start, end }, trackingToken })
       .then(
-        () => showResult(dom.rescheduleResult, "Rescheduled — see you then.", true),
+        ({ order }) => {
+          renderWindow(order?.dropOffWindow);
+          showResult(dom.rescheduleResult, "Rescheduled — see you then.", true);
+        },
         (error: unknown) => showResult(dom.rescheduleResult, describeError(error), false),
       );
   });

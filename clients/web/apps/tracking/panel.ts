@@ -8,6 +8,7 @@ import {
   DropOffPreference,
   FailureReason,
   OrderStatus,
+  type TimeWindow,
 } from "../../src/gen/lastmile/common/v1/common_pb.js";
 import type { StatusEntry } from "../../src/gen/lastmile/tracking/v1/tracking_pb.js";
 import { clock, failureLabel, orderStatusLabel, orderStatusName } from "../shared/labels.js";
@@ -33,6 +34,7 @@ export const dom = {
   eta: byId<HTMLElement>("eta"),
   etaDetail: byId<HTMLSpanElement>("eta-detail"),
   driver: byId<HTMLParagraphElement>("driver"),
+  deliveryWindow: byId<HTMLParagraphElement>("delivery-window"),
   timeline: byId<HTMLOListElement>("timeline"),
   proof: byId<HTMLElement>("proof"),
   proofPhoto: byId<HTMLImageElement>("proof-photo"),
@@ -65,6 +67,19 @@ export function renderEta(eta: Date | undefined, remainingM: number | undefined,
   dom.eta.textContent = left < 30 ? "any moment" : `in ${minutes} min ${seconds} s`;
   const distance = remainingM === undefined ? "" : ` · ${(remainingM / 1000).toFixed(1)} km away`;
   dom.etaDetail.textContent = `around ${clock(eta)}${distance}`;
+}
+
+/** The drop-off window the order is due in (empty when the order has none). */
+export function renderWindow(window: TimeWindow | undefined): void {
+  const start = window?.start ? timestampDate(window.start) : undefined;
+  const end = window?.end ? timestampDate(window.end) : undefined;
+  dom.deliveryWindow.dataset.start = start ? start.toISOString() : "";
+  if (start === undefined || end === undefined) {
+    dom.deliveryWindow.textContent = "";
+    return;
+  }
+  const day = start.toLocaleDateString([], { weekday: "long", day: "numeric", month: "short" });
+  dom.deliveryWindow.textContent = `Delivery window: ${day}, ${clock(start)}–${clock(end)}`;
 }
 
 /** The status timeline: what happened, with times, then the milestones still ahead. */

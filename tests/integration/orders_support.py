@@ -197,6 +197,13 @@ ConnectRequest = driver_service_pb2.ConnectRequest
 ConnectResponse = driver_service_pb2.ConnectResponse
 
 
+def own_redis_db(url: str, db: int) -> str:
+    """``url`` on Redis database ``db``. Dispatch processes of different test modules share one
+    consumer group per stream when they share a database, and a driver's events could then be
+    applied by another module's process: each module gets its own database."""
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
 def start_dispatch(dsn: str, redis_url: str, data_dir: Path, **changes: Any) -> Dispatch:
     """A started dispatch process with fast polling settings. The instant matcher and the
     wave schedule are off unless a test asks: they would act on other tests' orders."""

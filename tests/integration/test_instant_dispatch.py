@@ -34,6 +34,7 @@ from tests.integration.orders_support import (
     driver_event,
     new_tenant,
     order,
+    own_redis_db,
     start_dispatch,
     subscribe,
 )
@@ -51,7 +52,7 @@ def dispatch(
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-instant-"))
     service = start_dispatch(
         postgres_server.dsn,
-        redis_server.url,
+        own_redis_db(redis_server.url, 2),
         data_dir,
         graph_dir=road_graph.parent,
         instant_enabled=True,
@@ -79,7 +80,7 @@ def client(dispatch: Dispatch) -> Iterator[Client]:
 
 @pytest.fixture(scope="module")
 def r(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
+    return redis.Redis.from_url(own_redis_db(redis_server.url, 2))
 
 
 class Driver:
@@ -146,8 +147,8 @@ def status_is(client: Client, order_id: str, status: int, driver_id: str) -> boo
 
 @pytest.fixture
 def pair(client: Client, r: redis.Redis, redis_server: RedisServer) -> tuple[Driver, Driver]:
-    near = make_driver(client, r, redis_server.url, "near")
-    far = make_driver(client, r, redis_server.url, "far")
+    near = make_driver(client, r, own_redis_db(redis_server.url, 2), "near")
+    far = make_driver(client, r, own_redis_db(redis_server.url, 2), "far")
     near.at(NEAR)
     far.at(FAR)
     return near, far
@@ -219,8 +220,8 @@ def test_timeout_withdraws_the_offer_and_reoffers(
 def test_nearby_pickups_and_drop_offs_are_batched_on_one_driver(
     client: Client, r: redis.Redis, redis_server: RedisServer
 ) -> None:
-    near = make_driver(client, r, redis_server.url, "near")
-    far = make_driver(client, r, redis_server.url, "far")
+    near = make_driver(client, r, own_redis_db(redis_server.url, 2), "near")
+    far = make_driver(client, r, own_redis_db(redis_server.url, 2), "far")
     # Orders first, drivers after: both orders wait for the same round.
     first = instant(client, SLIEMA)
     second = instant(client, (35.9135, 14.5030))

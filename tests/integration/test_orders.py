@@ -37,6 +37,7 @@ from tests.integration.orders_support import (
     new_tenant,
     next_command,
     order,
+    own_redis_db,
     picked_up_by_driver,
     register_and_assign,
     sql,
@@ -53,7 +54,7 @@ S = common_pb2
 @pytest.fixture(scope="module")
 def dispatch(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[Dispatch]:
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-orders-"))
-    service = start_dispatch(postgres_server.dsn, redis_server.url, data_dir)
+    service = start_dispatch(postgres_server.dsn, own_redis_db(redis_server.url, 1), data_dir)
     try:
         yield service
     finally:
@@ -72,7 +73,7 @@ def client(dispatch: Dispatch) -> Iterator[Client]:
 
 @pytest.fixture(scope="module")
 def r(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
+    return redis.Redis.from_url(own_redis_db(redis_server.url, 1))
 
 
 def test_create_is_idempotent_and_secrets_are_returned_once(

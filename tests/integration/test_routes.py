@@ -30,6 +30,7 @@ from tests.integration.orders_support import (
     new_tenant,
     next_command,
     order,
+    own_redis_db,
     start_dispatch,
     subscribe,
     window,
@@ -47,7 +48,10 @@ def dispatch(
 ) -> Iterator[Dispatch]:
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-routes-"))
     service = start_dispatch(
-        postgres_server.dsn, redis_server.url, data_dir, graph_dir=road_graph.parent
+        postgres_server.dsn,
+        own_redis_db(redis_server.url, 4),
+        data_dir,
+        graph_dir=road_graph.parent,
     )
     try:
         yield service
@@ -197,7 +201,7 @@ def test_scheduled_wave_plans_due_orders_onto_free_drivers(
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-waves-"))
     scheduled = start_dispatch(
         postgres_server.dsn,
-        redis_server.url,
+        own_redis_db(redis_server.url, 4),
         data_dir,
         graph_dir=road_graph.parent,
         wave_interval_s=0.5,

@@ -32,7 +32,7 @@ from lastmile.origin.v1 import origin_service_pb2_grpc
 from core import topics
 from core.auth import Role, issue_token
 from core.settings import Settings
-from ops.servers import ManagedProcess, free_port
+from ops.servers import ManagedProcess, PostgresServer, free_port
 from ops.stack import service_process, start_service
 from tests.helpers import wait_until
 
@@ -202,6 +202,15 @@ def own_redis_db(url: str, db: int) -> str:
     consumer group per stream when they share a database, and a driver's events could then be
     applied by another module's process: each module gets its own database."""
     return url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def own_postgres_db(server: PostgresServer, name: str) -> str:
+    """The DSN of a fresh PostgreSQL database ``name`` for one test module's dispatch process:
+    the outbox relay runs in one process per database, so modules sharing one would relay each
+    other's events to their own Redis."""
+    server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    server.psql(f'CREATE DATABASE "{name}" OWNER lastmile')
+    return server.dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
 def start_dispatch(dsn: str, redis_url: str, data_dir: Path, **changes: Any) -> Dispatch:

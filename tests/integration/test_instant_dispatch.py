@@ -34,6 +34,7 @@ from tests.integration.orders_support import (
     driver_event,
     new_tenant,
     order,
+    own_postgres_db,
     own_redis_db,
     start_dispatch,
     subscribe,
@@ -51,7 +52,7 @@ def dispatch(
 ) -> Iterator[Dispatch]:
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-instant-"))
     service = start_dispatch(
-        postgres_server.dsn,
+        own_postgres_db(postgres_server, "dispatch_test_2"),
         own_redis_db(redis_server.url, 2),
         data_dir,
         graph_dir=road_graph.parent,

@@ -37,6 +37,7 @@ from tests.integration.orders_support import (
     new_tenant,
     next_command,
     order,
+    own_postgres_db,
     own_redis_db,
     picked_up_by_driver,
     register_and_assign,
@@ -54,7 +55,11 @@ S = common_pb2
 @pytest.fixture(scope="module")
 def dispatch(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[Dispatch]:
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-orders-"))
-    service = start_dispatch(postgres_server.dsn, own_redis_db(redis_server.url, 1), data_dir)
+    service = start_dispatch(
+        own_postgres_db(postgres_server, "dispatch_test_1"),
+        own_redis_db(redis_server.url, 1),
+        data_dir,
+    )
     try:
         yield service
     finally:

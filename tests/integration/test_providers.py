@@ -29,6 +29,7 @@ from tests.integration.orders_support import (
     Client,
     Dispatch,
     new_tenant,
+    own_postgres_db,
     own_redis_db,
     start_dispatch,
 )
@@ -63,7 +64,7 @@ def providers(postgres_server: PostgresServer, redis_server: RedisServer) -> Ite
     ports = free_port(), free_port()
     sims = [_simulator(p, data_dir, f"sim-{p}") for p in ports]
     dispatch = start_dispatch(
-        postgres_server.dsn,
+        own_postgres_db(postgres_server, "dispatch_test_3"),
         own_redis_db(redis_server.url, 3),
         data_dir,
         provider_callback_secret=SECRET,

@@ -30,6 +30,7 @@ from tests.integration.orders_support import (
     new_tenant,
     next_command,
     order,
+    own_postgres_db,
     own_redis_db,
     start_dispatch,
     subscribe,
@@ -48,7 +49,7 @@ def dispatch(
 ) -> Iterator[Dispatch]:
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-routes-"))
     service = start_dispatch(
-        postgres_server.dsn,
+        own_postgres_db(postgres_server, "dispatch_test_4"),
         own_redis_db(redis_server.url, 4),
         data_dir,
         graph_dir=road_graph.parent,
@@ -200,8 +201,8 @@ def test_scheduled_wave_plans_due_orders_onto_free_drivers(
 ) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-waves-"))
     scheduled = start_dispatch(
-        postgres_server.dsn,
-        own_redis_db(redis_server.url, 4),
+        own_postgres_db(postgres_server, "dispatch_test_5"),
+        own_redis_db(redis_server.url, 5),
         data_dir,
         graph_dir=road_graph.parent,
         wave_interval_s=0.5,

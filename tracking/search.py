@@ -273,7 +273,8 @@ class DriverSearch:
     async def _with_state(
         self, rows: list[tuple[str, float, LatLng]], statuses: frozenset[int]
     ) -> list[Candidate]:
-        """The rows whose live status is wanted (only the status field is read here)."""
+        """The rows whose live status is wanted (only the status field is read here). A driver
+        streaming positions before its first status report counts as UNSPECIFIED, not offline."""
         if not rows:
             return []
         pipe = self._redis.pipeline(transaction=False)
@@ -283,7 +284,7 @@ class DriverSearch:
         return [
             Candidate(member, dist, point)
             for (member, dist, point), status in zip(rows, replies, strict=True)
-            if status is not None and int(status or 0) in statuses
+            if int(status or 0) in statuses
         ]
 
     async def _fill_states(

@@ -57,7 +57,7 @@ def machine() -> dict[str, Any]:
 
 
 async def drive(
-    stub: Any, settings: Settings, driver: str, size: int, until: float, counts: list[int]
+    client: Any, settings: Settings, driver: str, size: int, until: float, counts: list[int]
 ) -> None:
     """One driver app: Hello, then batches back to back until ``until``."""
     token = issue_token(settings, driver, Role.DRIVER, "bench")
@@ -67,7 +67,7 @@ async def drive(
         while (item := await queue.get()) is not None:
             yield item
 
-    call = stub.Connect(requests(), metadata=(("authorization", f"Bearer {token}"),))
+    call = client.Connect(requests(), metadata=(("authorization", f"Bearer {token}"),))
     await queue.put(Request(seq=0, hello=driver_pb2.Hello(device_id=driver)))
     responses = aiter(call)
     await anext(responses)

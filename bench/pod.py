@@ -81,7 +81,7 @@ def _auth(settings: Settings, order: SeededOrder) -> list[tuple[str, str]]:
 
 
 async def prepare(
-    stub: Any, settings: Settings, conn: Any, base: bytes, count: int
+    client: Any, settings: Settings, conn: Any, base: bytes, count: int
 ) -> list[tuple[SeededOrder, pod_service_pb2.ConfirmProofRequest]]:
     """Seed ``count`` orders and upload their photos; the confirm requests, ready to send."""
     orders = [
@@ -94,7 +94,7 @@ async def prepare(
         taken = dt.datetime.now(dt.UTC)
         photo = photo_for(base, taken)
         async with uploads:
-            form = await stub.CreateUploadUrl(
+            form = await client.CreateUploadUrl(
                 pod_service_pb2.CreateUploadUrlRequest(
                     order_id=order.order_id,
                     kind=pod_pb2.PROOF_KIND_PHOTO,
@@ -122,7 +122,7 @@ async def prepare(
 
 
 async def confirm_all(
-    stub: Any,
+    client: Any,
     settings: Settings,
     work: list[tuple[SeededOrder, pod_service_pb2.ConfirmProofRequest]],
     concurrency: int,
@@ -140,7 +140,7 @@ async def confirm_all(
             order, request = queue.pop()
             t0 = time.perf_counter()
             try:
-                response = await stub.ConfirmProof(
+                response = await client.ConfirmProof(
                     request, metadata=_auth(settings, order), timeout=30
                 )
                 latencies.append(time.perf_counter() - t0)
@@ -177,14 +177,14 @@ async def bench(args: argparse.Namespace, settings: Settings) -> list[dict[str, 
     phases = []
     try:
         async with grpc.aio.insecure_channel(f"{settings.host}:{settings.pod_port}") as channel:
-            stub = pod_service_pb2_grpc.ProofOfDeliveryServiceStub(channel)
+            client = pod_service_pb2_grpc.ProofOfDeliveryServiceStub(channel)
             for concurrency in args.concurrency:
                 t0 = time.perf_counter()
-                work = await prepare(stub, settings, conn, base, args.count)
+                work = await prepare(client, settings, conn, base, args.count)
                 upload_s = time.perf_counter() - t0
                 deadline = time.monotonic() + args.seconds
                 latencies, errors, wall = await confirm_all(
-                    stub, settings, work, concurrency, deadline
+                    client, settings, work, concurrency, deadline
                 )
                 phases.append(
                     {

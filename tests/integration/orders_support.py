@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import shutil
 import signal
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,6 +236,28 @@ def start_dispatch(dsn: str, redis_url: str, data_dir: Path, **changes: Any) -> 
     dispatch = Dispatch(settings, service_process("dispatch", settings, data_dir), data_dir)
     dispatch.start()
     return dispatch
+
+
+@contextmanager
+def isolated_dispatch(
+    postgres: PostgresServer, redis_url: str, slot: int, **changes: Any
+) -> Iterator[Dispatch]:
+    """A dispatch process on its own database and Redis database (``slot``), stopped at the end
+    with its log checked for tracebacks."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"lastmile-test-dispatch-{slot}-"))
+    service = start_dispatch(
+        own_postgres_db(postgres, f"dispatch_test_{slot}"),
+        own_redis_db(redis_url, slot),
+        data_dir,
+        **changes,
+    )
+    try:
+        yield service
+    finally:
+        service.process.stop(grace=10.0)
+        log = (data_dir / "dispatch.log").read_text(errors="replace")
+        shutil.rmtree(data_dir, ignore_errors=True)
+    assert "Traceback" not in log, log[-3000:]
 
 
 def code_of(call: Callable[[], object]) -> grpc.StatusCode:

@@ -6,8 +6,6 @@ driver-events stream as the gateway writes them."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +30,10 @@ from tests.integration.orders_support import (
     ConnectResponse,
     Dispatch,
     driver_event,
+    isolated_dispatch,
     new_tenant,
     order,
-    own_postgres_db,
     own_redis_db,
-    start_dispatch,
     subscribe,
 )
 
@@ -50,26 +47,18 @@ FAR = (35.8935, 14.5060)  # Floriana, over a kilometre away
 def dispatch(
     postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
 ) -> Iterator[Dispatch]:
-    data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-instant-"))
-    service = start_dispatch(
-        own_postgres_db(postgres_server, "dispatch_test_2"),
-        own_redis_db(redis_server.url, 2),
-        data_dir,
+    with isolated_dispatch(
+        postgres_server,
+        redis_server.url,
+        2,
         graph_dir=road_graph.parent,
         instant_enabled=True,
         instant_batch_interval_s=0.3,
         instant_offer_timeout_s=OFFER_TIMEOUT_S,
         instant_sweep_interval_s=0.2,
-        # The session's Redis holds other tests' drivers around Valletta too.
         instant_max_candidates=500,
-    )
-    try:
+    ) as service:
         yield service
-    finally:
-        service.process.stop(grace=10.0)
-        log = (data_dir / "dispatch.log").read_text(errors="replace")
-        assert "Traceback" not in log, log[-3000:]
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

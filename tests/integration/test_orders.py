@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,15 +31,14 @@ from tests.integration.orders_support import (
     code_of,
     driver_event,
     error_of,
+    isolated_dispatch,
     new_tenant,
     next_command,
     order,
-    own_postgres_db,
     own_redis_db,
     picked_up_by_driver,
     register_and_assign,
     sql,
-    start_dispatch,
     stream_events,
     subscribe,
     window,
@@ -54,19 +50,8 @@ S = common_pb2
 
 @pytest.fixture(scope="module")
 def dispatch(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[Dispatch]:
-    data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-orders-"))
-    service = start_dispatch(
-        own_postgres_db(postgres_server, "dispatch_test_1"),
-        own_redis_db(redis_server.url, 1),
-        data_dir,
-    )
-    try:
+    with isolated_dispatch(postgres_server, redis_server.url, 1) as service:
         yield service
-    finally:
-        service.process.stop(grace=10.0)
-        log = (data_dir / "dispatch.log").read_text(errors="replace")
-        assert "Traceback" not in log, log[-3000:]
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

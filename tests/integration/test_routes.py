@@ -4,8 +4,6 @@ drivers' command channels, assignments through the order API."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +25,10 @@ from tests.integration.orders_support import (
     Client,
     Dispatch,
     code_of,
+    isolated_dispatch,
     new_tenant,
     next_command,
     order,
-    own_postgres_db,
-    own_redis_db,
-    start_dispatch,
     subscribe,
     window,
 )
@@ -47,20 +43,10 @@ FLORIANA = (35.8935, 14.5060)
 def dispatch(
     postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
 ) -> Iterator[Dispatch]:
-    data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-routes-"))
-    service = start_dispatch(
-        own_postgres_db(postgres_server, "dispatch_test_4"),
-        own_redis_db(redis_server.url, 4),
-        data_dir,
-        graph_dir=road_graph.parent,
-    )
-    try:
+    with isolated_dispatch(
+        postgres_server, redis_server.url, 4, graph_dir=road_graph.parent
+    ) as service:
         yield service
-    finally:
-        service.process.stop(grace=10.0)
-        log = (data_dir / "dispatch.log").read_text(errors="replace")
-        assert "Traceback" not in log, log[-3000:]
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -199,33 +185,29 @@ def test_bad_inputs_get_clear_statuses(client: Client, dispatch: Dispatch) -> No
 def test_scheduled_wave_plans_due_orders_onto_free_drivers(
     postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
 ) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-waves-"))
-    scheduled = start_dispatch(
-        own_postgres_db(postgres_server, "dispatch_test_5"),
-        own_redis_db(redis_server.url, 5),
-        data_dir,
+    with isolated_dispatch(
+        postgres_server,
+        redis_server.url,
+        5,
         graph_dir=road_graph.parent,
         wave_interval_s=0.5,
         wave_time_limit_s=1.0,
-    )
-    client = Client(scheduled, new_tenant())
-    try:
-        driver = add_driver(client)
-        due = [planned_order(client, point) for point in DROP_OFFS[:2]]
-        later = order(drop_off=SLIEMA, drop_window=window(2 * 86400, 3600))
-        tomorrow = str(client.create(message=later).order.order_id)
+    ) as scheduled:
+        client = Client(scheduled, new_tenant())
+        try:
+            driver = add_driver(client)
+            due = [planned_order(client, point) for point in DROP_OFFS[:2]]
+            later = order(drop_off=SLIEMA, drop_window=window(2 * 86400, 3600))
+            tomorrow = str(client.create(message=later).order.order_id)
 
-        def assigned() -> bool:
-            return all(client.get(o).status == common_pb2.ORDER_STATUS_ASSIGNED for o in due)
+            def assigned() -> bool:
+                statuses = {client.get(o).status for o in due}
+                return statuses == {common_pb2.ORDER_STATUS_ASSIGNED}
 
-        assert wait_until(assigned, timeout=60, what="the scheduled wave to assign the orders")
-        routes = {client.get(o).route_id for o in due}
-        assert len(routes) == 1 and {client.get(o).driver_id for o in due} == {driver}
-        # An order due outside the horizon waits for a later wave.
-        assert client.get(tomorrow).status == common_pb2.ORDER_STATUS_PENDING
-    finally:
-        client.close()
-        scheduled.process.stop(grace=10.0)
-        log = (data_dir / "dispatch.log").read_text(errors="replace")
-        shutil.rmtree(data_dir, ignore_errors=True)
-    assert "Traceback" not in log, log[-3000:]
+            assert wait_until(assigned, timeout=60, what="the scheduled wave to assign the orders")
+            routes = {client.get(o).route_id for o in due}
+            assert len(routes) == 1 and {client.get(o).driver_id for o in due} == {driver}
+            # An order due outside the horizon waits for a later wave.
+            assert client.get(tomorrow).status == common_pb2.ORDER_STATUS_PENDING
+        finally:
+            client.close()

@@ -169,7 +169,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_shape(
-    stub: Any, auth: Any, shape: str, centres: list[LatLng], args: argparse.Namespace
+    client: Any, auth: Any, shape: str, centres: list[LatLng], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Queries of one shape, one at a time, until the count or time bound."""
     rng = random.Random(shape)
@@ -181,7 +181,7 @@ async def run_shape(
             break
         request = request_for(shape, centres[i % len(centres)], args.radius, args.drive, rng)
         started = time.perf_counter()
-        response = await stub.SearchDrivers(request, metadata=auth, timeout=30)
+        response = await client.SearchDrivers(request, metadata=auth, timeout=30)
         latencies.append((time.perf_counter() - started) * 1000)
         results.append(len(response.drivers))
     return {
@@ -220,11 +220,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             auth = (("authorization", f"Bearer {token}"),)
             centres = [positions[rng.randrange(len(positions))] for _ in range(args.queries)]
             async with grpc.aio.insecure_channel(f"{settings.host}:{port}") as channel:
-                stub = fleet_service_pb2_grpc.FleetServiceStub(channel)
+                client = fleet_service_pb2_grpc.FleetServiceStub(channel)
                 for shape in ("circle", "rectangle"):  # warm-up: connection, code paths
-                    await run_shape(stub, auth, shape, centres[:20], _few(args))
+                    await run_shape(client, auth, shape, centres[:20], _few(args))
                 shapes = [
-                    await run_shape(stub, auth, shape, centres, args)
+                    await run_shape(client, auth, shape, centres, args)
                     for shape in ("circle", "rectangle", "polygon", "isochrone")
                 ]
         finally:

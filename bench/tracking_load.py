@@ -45,7 +45,7 @@ def _fix(lat: float, lng: float, at_s: float) -> common_pb2.GpsFix:
 
 
 async def _driver(
-    stub: Any,
+    client: Any,
     driver: str,
     bearer: str,
     start: tuple[float, float],
@@ -63,7 +63,7 @@ async def _driver(
         while (item := await queue.get()) is not None:
             yield item
 
-    call = stub.Connect(requests(), metadata=(("authorization", f"Bearer {bearer}"),))
+    call = client.Connect(requests(), metadata=(("authorization", f"Bearer {bearer}"),))
     try:
         await queue.put(Request(seq=0, hello=driver_pb2.Hello(device_id=driver)))
         responses = aiter(call)
@@ -152,9 +152,9 @@ async def _drivers(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _customer(
-    stub: Any, token: str, deadline: float, counts: dict[str, int], latencies: list[float]
+    client: Any, token: str, deadline: float, counts: dict[str, int], latencies: list[float]
 ) -> None:
-    call = stub.Track(tracking_service_pb2.TrackRequest(tracking_token=token))
+    call = client.Track(tracking_service_pb2.TrackRequest(tracking_token=token))
     try:
         async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
             first = True

@@ -17,9 +17,9 @@ def check(
     """
     metadata = [(SERVICE_HEADER, via_edge_to)] if via_edge_to else None
     with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        client = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(
+            reply = client.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout, metadata=metadata
             )
         except grpc.RpcError as exc:

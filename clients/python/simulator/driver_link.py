@@ -46,13 +46,13 @@ class DriverLink:
 
     def __init__(
         self,
-        stub: DriverGatewayServiceStub,
+        client: DriverGatewayServiceStub,
         device_id: str,
         recorder: Recorder,
         on_command: Command,
         config: TrackingConfig,
     ) -> None:
-        self._stub = stub
+        self._stub = client
         self._device_id = device_id
         self._recorder = recorder
         self._on_command = on_command

@@ -86,11 +86,11 @@ class SimOrigin:
 
     async def decide(self, order_id: str) -> bool:
         """Accept (True) or reject an incoming order; accepted orders start cooking."""
-        stub = self._connection.origins(self.origin_id)
+        client = self._connection.origins(self.origin_id)
         if self._rng.random() < self._config.reject_rate:
             self._recorder.counts["origin_rejections"] += 1
             rejected = RejectOrderRequest(order_id=order_id, reason="kitchen too busy")
-            if not await self._call("origin_reject", stub.reject_order(rejected)):
+            if not await self._call("origin_reject", client.reject_order(rejected)):
                 await self._connection.orders().cancel_order(
                     CancelOrderRequest(order_id=order_id, reason="origin rejected the order")
                 )
@@ -99,7 +99,7 @@ class SimOrigin:
         accepted = AcceptOrderRequest(
             order_id=order_id, preparation=timedelta(seconds=prep_s / self._clock.speed)
         )
-        await self._call("origin_accept", stub.accept_order(accepted))
+        await self._call("origin_accept", client.accept_order(accepted))
         self._ready[order_id] = asyncio.Event()
         task = asyncio.create_task(self._cook(order_id, prep_s))
         self._cooking.add(task)  # a reference, so the task is not collected mid-way
@@ -109,8 +109,10 @@ class SimOrigin:
     async def _cook(self, order_id: str, prep_s: float) -> None:
         await self._clock.sleep(prep_s)
         self._ready[order_id].set()
-        stub = self._connection.origins(self.origin_id)
-        await self._call("origin_mark_ready", stub.mark_ready(MarkReadyRequest(order_id=order_id)))
+        client = self._connection.origins(self.origin_id)
+        await self._call(
+            "origin_mark_ready", client.mark_ready(MarkReadyRequest(order_id=order_id))
+        )
 
     async def wait_ready(self, order_id: str) -> None:
         """Return once the order is ready (at once for orders this origin never cooked)."""

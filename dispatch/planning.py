@@ -1,25 +1,26 @@
 """Wave planning: unassigned orders and available drivers in, routes on the road network out.
 
 Orders are grouped by zone (area) and drop-off window bucket; each group is solved as a
-capacitated pickup-and-delivery problem with time windows and driver shifts on the OSRM
+capacitated pickup-and-delivery problem with time windows, driver shifts and breaks on the OSRM
 duration matrix, drivers used by one group are not offered to the next. Orders without a
 pickup point are loaded at the driver's depot. Orders that no driver can serve in their
 windows come back as unassigned instead of failing the wave. Times are seconds from the
-wave start. The gRPC handlers and the routes tables are wired elsewhere (not yet).
+wave start. The gRPC handlers and the routes tables are in :mod:`dispatch.routes`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.geo import LatLng
 from core.roads import RoadNetwork
-from dispatch.solver.backends import solve_checked
-from dispatch.solver.model import Node, NodeKind, Problem, Solution, Vehicle
+from dispatch.solver.backends import NoFeasibleSolution, solve_checked
+from dispatch.solver.model import Break, Node, NodeKind, Problem, Solution, Vehicle
+from dispatch.solver.timeline import place_breaks, walk
 
 # A minute of travel is worth less than serving an order: the solver leaves an order out
 # only when no driver can take it within the windows and capacities.
@@ -44,12 +45,13 @@ class WaveOrder:
 
 @dataclass(frozen=True, slots=True)
 class WaveDriver:
-    """A driver available for the wave: depot, capacity and shift."""
+    """A driver available for the wave: depot, capacity, shift and the breaks to take."""
 
     driver_id: str
     depot: LatLng
     capacity: int
     shift: tuple[float, float]
+    breaks: tuple[Break, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +64,22 @@ class PlannedStop:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannedBreak:
+    """A break on a planned route: taken on leaving stop ``after`` (0 = before the first
+    stop, at the start), starting at ``start`` seconds from the wave start."""
+
+    after: int
+    start: float
+    brk: Break
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedRoute:
-    """A driver's planned stops in order."""
+    """A driver's planned stops in order, and the breaks taken on the way."""
 
     driver_id: str
     stops: list[PlannedStop]
+    breaks: list[PlannedBreak] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,24 +151,41 @@ def _plan_group(
     """Routes for one group and the order ids they serve."""
     nodes, points, owners = _nodes(orders, drivers)
     duration, _distance = _matrix(roads, points)
-    vehicles = [Vehicle(k, k, d.capacity, d.shift[0], d.shift[1]) for k, d in enumerate(drivers)]
+    vehicles = [
+        Vehicle(k, k, d.capacity, d.shift[0], d.shift[1], d.breaks) for k, d in enumerate(drivers)
+    ]
     # The objective is driving time: that is what a driver's shift and the ETAs are made of.
     problem = Problem("wave", nodes, vehicles, duration, duration, unserved_cost=UNSERVED_COST_S)
     solution, _ = solve_checked(problem, time_limit_s, seed)
-    return _routes(solution, drivers, nodes, points, owners)
+    return _routes(problem, solution, drivers, points, owners)
+
+
+def _breaks_on(problem: Problem, v: int, route: Sequence[int]) -> list[PlannedBreak]:
+    """The breaks taken on the route (checked feasible already; those after it left out)."""
+    placement = place_breaks(problem, v, route)
+    if placement is None:  # solve_checked only returns routes whose breaks fit
+        raise NoFeasibleSolution(f"vehicle {v}: breaks do not fit the checked route")
+    timeline = walk(problem, v, route, placement)
+    planned = []
+    for b, (after, start) in enumerate(zip(placement, timeline.break_starts, strict=True)):
+        if after is not None and start is not None:
+            planned.append(PlannedBreak(after, start, problem.vehicles[v].breaks[b]))
+    return sorted(planned, key=lambda p: p.start)
 
 
 def _routes(
+    problem: Problem,
     solution: Solution,
     drivers: Sequence[WaveDriver],
-    nodes: Sequence[Node],
     points: Sequence[LatLng],
     owners: Sequence[str],
 ) -> tuple[list[PlannedRoute], set[str]]:
+    nodes = problem.nodes
     routes = [
         PlannedRoute(
             drivers[v].driver_id,
             [PlannedStop(owners[i], nodes[i].kind, points[i]) for i in route],
+            _breaks_on(problem, v, route),
         )
         for v, route in solution.used_routes()
     ]

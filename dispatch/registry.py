@@ -13,6 +13,7 @@ from core.errors import AlreadyExists, InvalidArgument
 from core.settings import Settings
 from dispatch import paging
 from dispatch.convert import check_position, window_bounds, window_of
+from dispatch.driver_breaks import breaks_json, breaks_of
 
 if TYPE_CHECKING:
     from core.db import Conn
@@ -31,14 +32,16 @@ async def upsert_driver(
     if driver.HasField("depot"):
         depot = check_position(driver.depot, "driver.depot")
     shift = window_bounds(driver.shift, "driver.shift", driver.HasField("shift"))
+    breaks = breaks_json(driver)
     row = await conn.fetchrow(
         "INSERT INTO drivers (driver_id, tenant_id, name, phone, capacity_units, depot_lat,"
-        " depot_lng, shift_start, shift_end, active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-        " $9, $10) ON CONFLICT (driver_id) DO UPDATE SET name = EXCLUDED.name,"
-        " phone = EXCLUDED.phone, capacity_units = EXCLUDED.capacity_units,"
+        " depot_lng, shift_start, shift_end, active, breaks) VALUES ($1, $2, $3, $4, $5, $6,"
+        " $7, $8, $9, $10, $11::jsonb) ON CONFLICT (driver_id) DO UPDATE SET"
+        " name = EXCLUDED.name, phone = EXCLUDED.phone,"
+        " capacity_units = EXCLUDED.capacity_units,"
         " depot_lat = EXCLUDED.depot_lat, depot_lng = EXCLUDED.depot_lng,"
         " shift_start = EXCLUDED.shift_start, shift_end = EXCLUDED.shift_end,"
-        " active = EXCLUDED.active, updated_at = now()"
+        " active = EXCLUDED.active, breaks = EXCLUDED.breaks, updated_at = now()"
         " WHERE drivers.tenant_id = EXCLUDED.tenant_id RETURNING *",
         driver.driver_id,
         tenant_id,
@@ -48,6 +51,7 @@ async def upsert_driver(
         *depot,
         *shift,
         driver.active,
+        breaks,
     )
     if row is None:
         raise AlreadyExists(f"driver id {driver.driver_id!r} is taken")
@@ -69,6 +73,7 @@ def driver_message(row: Row) -> dispatch_pb2.Driver:
     shift = window_of(row["shift_start"], row["shift_end"])
     if shift is not None:
         driver.shift.CopyFrom(shift)
+    driver.breaks.extend(breaks_of(row.get("breaks")))
     return driver
 
 

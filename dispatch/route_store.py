@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 PICKUP = route_pb2.STOP_KIND_PICKUP
 DROP_OFF = route_pb2.STOP_KIND_DROP_OFF
+BREAK = route_pb2.STOP_KIND_BREAK
 
 
 @dataclass(frozen=True, slots=True)

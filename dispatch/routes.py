@@ -2,8 +2,9 @@
 
 PlanWave loads the tenant's pending planned orders (or the given ones) and the given active
 drivers, runs :func:`dispatch.planning.plan_wave` off the event loop, then stores each route
-in its own transaction (the driver's previous active route retired, the stops written, every
-order assigned through ``order_store.apply_change``) and pushes it to the driver's app as a
+in its own transaction (the driver's previous active route retired, the stops written with a
+STOP_KIND_BREAK stop for each break the plan schedules, every order assigned through
+``order_store.apply_change``) and pushes it to the driver's app as a
 RouteUpdate with turn-by-turn legs. Times given to the solver are seconds from the wave start.
 Re-optimizing a route under way is in :mod:`dispatch.route_reoptimize`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import math
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -37,9 +39,17 @@ from dispatch import order_store, route_store
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.convert import now, to_datetime
+from dispatch.driver_breaks import breaks_of, solver_breaks
 from dispatch.order_store import Actor, Row
-from dispatch.planning import PlannedRoute, WaveDriver, WaveOrder, WavePlan, plan_wave
-from dispatch.route_store import DROP_OFF, PICKUP, StopRow
+from dispatch.planning import (
+    PlannedBreak,
+    PlannedRoute,
+    WaveDriver,
+    WaveOrder,
+    WavePlan,
+    plan_wave,
+)
+from dispatch.route_store import BREAK, DROP_OFF, PICKUP, StopRow
 from dispatch.solver.backends import NoFeasibleSolution
 from dispatch.solver.model import NodeKind
 
@@ -144,7 +154,8 @@ async def load_drivers(
             raise FailedPrecondition(f"driver {driver_id!r} has no depot and no live position")
         shift = window_s(start, (row["shift_start"], row["shift_end"]))
         capacity = row["capacity_units"] or UNTRACKED_CAPACITY
-        drivers.append(WaveDriver(driver_id, depot, capacity, shift))
+        breaks = solver_breaks(breaks_of(row["breaks"]), start)
+        drivers.append(WaveDriver(driver_id, depot, capacity, shift, breaks))
     return drivers
 
 
@@ -195,6 +206,32 @@ def stop_row(kind: int, order: Row, stop_id: str = "") -> StopRow:
         window=(order[f"{prefix}_start"], order[f"{prefix}_end"]),
         service_time_s=SERVICE_S,
     )
+
+
+def with_breaks(
+    stops: Sequence[StopRow], breaks: Sequence[PlannedBreak], start_at: LatLng, start: dt.datetime
+) -> list[StopRow]:
+    """``stops`` with a break stop wherever the plan takes one: at the stop it follows (the
+    route's start for a break before the first stop), its window the break's start window."""
+    result = list(stops)
+    for planned in sorted(breaks, key=lambda b: (b.after, b.start), reverse=True):
+        where = stops[planned.after - 1].location if planned.after else start_at
+        brk = planned.brk
+        result.insert(
+            planned.after,
+            StopRow(
+                stop_id=route_store.new_stop_id(),
+                kind=BREAK,
+                order_id="",
+                location=where,
+                window=(
+                    start + dt.timedelta(seconds=brk.earliest),
+                    start + dt.timedelta(seconds=brk.latest),
+                ),
+                service_time_s=math.ceil(brk.duration),
+            ),
+        )
+    return result
 
 
 def with_arrivals(
@@ -297,13 +334,16 @@ async def _store_planned(
         stop_row(PICKUP if s.kind is NodeKind.PICKUP else DROP_OFF, orders[s.order_id])
         for s in planned.stops
     ]
+    stops = with_breaks(stops, planned.breaks, depots[planned.driver_id], start)
     roads = road_network(ctx.settings)
     road = await asyncio.to_thread(drive, roads, depots[planned.driver_id], stops)
     stops = with_arrivals(stops, road, start)
     async with ctx.database.pool.acquire() as conn, conn.transaction():
         route = await route_store.insert_route(conn, tenant_id, planned.driver_id, start, road)
         await route_store.replace_stops(conn, route["route_id"], 0, stops)
-        await assign_orders(conn, tenant_id, [s.order_id for s in stops], route, actor)
+        await assign_orders(
+            conn, tenant_id, [s.order_id for s in stops if s.order_id], route, actor
+        )
     return route_store.route_message(route, stops, orders, road)
 
 

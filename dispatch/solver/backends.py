@@ -30,6 +30,8 @@ def _ortools() -> Solver:
 BACKENDS: dict[str, Callable[[], Solver]] = {"pyvrp": _pyvrp, "ortools": _ortools}
 DEFAULT_VRPTW = "pyvrp"
 DEFAULT_PDPTW = "pyvrp"
+# PyVRP has no break model; OR-Tools schedules break intervals in its time dimension.
+DEFAULT_WITH_BREAKS = "ortools"
 
 
 class NoFeasibleSolution(RuntimeError):
@@ -37,7 +39,10 @@ class NoFeasibleSolution(RuntimeError):
 
 
 def default_backend(problem: Problem) -> str:
-    """The benchmark winner for this kind of problem."""
+    """The benchmark winner for this kind of problem (the backend that models breaks when
+    drivers must take some)."""
+    if problem.has_breaks:
+        return DEFAULT_WITH_BREAKS
     return DEFAULT_PDPTW if problem.has_pairs else DEFAULT_VRPTW
 
 

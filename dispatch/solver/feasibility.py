@@ -2,8 +2,9 @@
 
 Full double precision on the problem's real matrices: capacity at every point of the route,
 time windows (service starts no later than ``due``; arriving early waits), the return to the
-end depot by its due time and the shift end, each pickup before its delivery on the same
-route, and every customer served exactly once.
+end depot by its due time and the shift end, the driver's breaks (see
+:mod:`dispatch.solver.timeline`), each pickup before its delivery on the same route, and every
+customer served exactly once.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import itertools
 from dataclasses import dataclass
 
 from dispatch.solver.model import NodeKind, Problem, Solution
-
-# Absolute slack for float summation order only; far below any real window.
-_EPS = 1e-9
+from dispatch.solver.timeline import place_breaks, walk
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,35 +31,24 @@ class Report:
         return not self.violations
 
 
-def _route_violations(problem: Problem, vehicle_index: int, route: list[int]) -> list[str]:
-    """Capacity, time-window and precedence violations of one vehicle's route."""
+def _load_violations(problem: Problem, vehicle_index: int, route: list[int]) -> list[str]:
+    """Capacity and precedence violations of one vehicle's route."""
     vehicle = problem.vehicles[vehicle_index]
     nodes = problem.nodes
     found: list[str] = []
     load = sum(nodes[i].amount for i in route if nodes[i].kind is NodeKind.DROP)
     if load > vehicle.capacity:
         found.append(f"vehicle {vehicle_index}: load {load} at start > {vehicle.capacity}")
-    start_node = nodes[vehicle.start]
-    time = max(vehicle.shift_start, start_node.ready)
-    previous = vehicle.start
     position: dict[int, int] = {}
     for k, i in enumerate(route):
         node = nodes[i]
         if node.kind is NodeKind.DEPOT:
             found.append(f"vehicle {vehicle_index}: depot node {i} inside the route")
             continue
-        time = max(time + nodes[previous].service + problem.duration[previous, i], node.ready)
-        if time > node.due + _EPS:
-            found.append(f"vehicle {vehicle_index}: node {node.external_id} at {time} > {node.due}")
         load += -node.amount if node.kind in (NodeKind.DROP, NodeKind.DELIVERY) else node.amount
         if load > vehicle.capacity or load < 0:
             found.append(f"vehicle {vehicle_index}: load {load} after node {node.external_id}")
         position[i] = k
-        previous = i
-    end_time = time + nodes[previous].service + problem.duration[previous, vehicle.end]
-    end_due = min(nodes[vehicle.end].due, vehicle.shift_end)
-    if route and end_time > end_due + _EPS:
-        found.append(f"vehicle {vehicle_index}: back at {end_time} > {end_due}")
     for i, k in position.items():
         sibling = nodes[i].sibling
         if nodes[i].kind is NodeKind.PICKUP and sibling is not None:
@@ -69,6 +57,24 @@ def _route_violations(problem: Problem, vehicle_index: int, route: list[int]) ->
             elif position[sibling] < k:
                 found.append(f"node {nodes[i].external_id}: delivered before picked up")
     return found
+
+
+def _time_violations(problem: Problem, vehicle_index: int, route: list[int]) -> list[str]:
+    """Window, shift and break violations (breaks placed by :func:`place_breaks`)."""
+    placement = place_breaks(problem, vehicle_index, route)
+    if placement is None:
+        timeline = walk(
+            problem, vehicle_index, route, [None] * len(problem.vehicles[vehicle_index].breaks)
+        )
+        return [f"vehicle {vehicle_index}: its breaks do not fit", *timeline.violations]
+    return walk(problem, vehicle_index, route, placement).violations
+
+
+def _route_violations(problem: Problem, vehicle_index: int, route: list[int]) -> list[str]:
+    """Every violation of one vehicle's route."""
+    return _load_violations(problem, vehicle_index, route) + _time_violations(
+        problem, vehicle_index, route
+    )
 
 
 def check(problem: Problem, solution: Solution) -> Report:

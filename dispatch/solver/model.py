@@ -45,14 +45,30 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
+class Break:
+    """A break the driver must take: it starts in ``[earliest, latest]`` and lasts ``duration``.
+
+    A break is taken where the driver is when leaving a stop (or its start depot), after
+    serving it and before driving on; a break whose window opens after the route is back at
+    its end depot is taken off the route and costs the plan nothing.
+    """
+
+    earliest: float
+    latest: float
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
 class Vehicle:
-    """A vehicle (or driver shift): where it starts and ends, its capacity and shift window."""
+    """A vehicle (or driver shift): where it starts and ends, its capacity, shift window and
+    breaks."""
 
     start: int
     end: int
     capacity: int
     shift_start: float = 0.0
     shift_end: float = float("inf")
+    breaks: tuple[Break, ...] = ()
 
 
 class Objective(enum.Enum):
@@ -82,6 +98,11 @@ class Problem:
     def customers(self) -> list[int]:
         """Indices of every node that must be served (all non-depot nodes)."""
         return [i for i, node in enumerate(self.nodes) if node.kind is not NodeKind.DEPOT]
+
+    @property
+    def has_breaks(self) -> bool:
+        """True when some vehicle must take a break."""
+        return any(vehicle.breaks for vehicle in self.vehicles)
 
     @property
     def has_pairs(self) -> bool:

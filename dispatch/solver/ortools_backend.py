@@ -36,6 +36,7 @@ class _Model:
         self._local = local
         self._arc_cost(data)
         self._time(data)
+        self._breaks(data)
         self._load()
         self._pairs()
         self._disjunctions(data)
@@ -67,6 +68,23 @@ class _Model:
             self.time.CumulVar(self.routing.End(v)).SetRange(
                 start, min(data.shift_end[v], data.due[vehicle.end])
             )
+
+    def _breaks(self, data: IntegerData) -> None:
+        # A break may not overlap a stop's service (the visit transit); OR-Tools may still
+        # place one mid-drive, the checker then finds the placement drivers are shown.
+        if not any(data.breaks):
+            return
+        solver = self.routing.solver()
+        visits = [0] * self.routing.Size()
+        for index in range(self.routing.Size()):
+            visits[index] = data.service[self.nodes[self.manager.IndexToNode(index)]]
+        for v, breaks in enumerate(data.breaks):
+            intervals = [
+                solver.FixedDurationIntervalVar(earliest, latest, duration, False, f"break {v}.{b}")
+                for b, (earliest, latest, duration) in enumerate(breaks)
+            ]
+            if intervals:
+                self.time.SetBreakIntervalsOfVehicle(intervals, v, visits)
 
     def _load(self) -> None:
         change = []

@@ -33,6 +33,8 @@ class IntegerData:
     service: list[int]
     shift_start: list[int]
     shift_end: list[int]
+    # Per vehicle: (earliest start, latest start, duration) of each break.
+    breaks: list[list[tuple[int, int, int]]]
     horizon: int
     vehicle_cost: int
     unserved_cost: int | None
@@ -44,6 +46,7 @@ def _horizon(problem: Problem) -> float:
     finite += [v.shift_end for v in problem.vehicles if math.isfinite(v.shift_end)]
     latest_ready = max([n.ready for n in problem.nodes] + [0.0])
     worst = float(problem.duration.max(axis=1).sum()) + sum(n.service for n in problem.nodes)
+    worst += sum(b.duration for v in problem.vehicles for b in v.breaks)
     return max(finite) if finite else latest_ready + worst
 
 
@@ -72,6 +75,10 @@ def integer_data(problem: Problem) -> IntegerData:
         service=[up(n.service) for n in problem.nodes],
         shift_start=[up(v.shift_start) for v in problem.vehicles],
         shift_end=[down(v.shift_end) for v in problem.vehicles],
+        breaks=[
+            [(up(b.earliest), down(b.latest), up(b.duration)) for b in v.breaks]
+            for v in problem.vehicles
+        ],
         horizon=down(horizon),
         vehicle_cost=round(problem.vehicle_cost * cost_scale),
         unserved_cost=(

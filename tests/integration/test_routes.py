@@ -211,3 +211,49 @@ def test_scheduled_wave_plans_due_orders_onto_free_drivers(
             assert client.get(tomorrow).status == common_pb2.ORDER_STATUS_PENDING
         finally:
             client.close()
+
+
+def test_plan_wave_schedules_the_drivers_break_inside_its_window(client: Client) -> None:
+    driver_id = add_driver(client)
+    driver = client.admin.ListDrivers(dps.ListDriversRequest(), metadata=client.md).drivers
+    registered = next(d for d in driver if d.driver_id == driver_id)
+    brk = registered.breaks.add(start_window=window(1200, 1200), duration=Duration(seconds=1800))
+    stored = client.admin.UpsertDriver(
+        dps.UpsertDriverRequest(driver=registered), metadata=client.md
+    ).driver
+    assert list(stored.breaks) == [brk]
+    orders = [planned_order(client, point) for point in DROP_OFFS]
+
+    route = plan(client, [driver_id]).routes[0]
+
+    assert order_ids_of(route) - {""} == set(orders)
+    breaks = [s for s in route.stops if s.kind == route_pb2.STOP_KIND_BREAK]
+    assert len(breaks) == 1 and breaks[0].order_id == "" and breaks[0].service_time_s == 1800
+    starts = breaks[0].planned_arrival.ToSeconds()
+    assert brk.start_window.start.ToSeconds() <= starts <= brk.start_window.end.ToSeconds()
+    # Whatever follows the break starts after it ends, and every drop-off keeps its window.
+    after = route.stops[list(route.stops).index(breaks[0]) + 1 :]
+    assert all(s.planned_arrival.ToSeconds() >= starts + 1800 for s in after)
+    for stop in route.stops:
+        if stop.kind == route_pb2.STOP_KIND_DROP_OFF:
+            assert stop.planned_arrival.ToSeconds() <= stop.window.end.ToSeconds()
+    assert len(route.legs) == len(route.stops)
+
+
+def test_bad_breaks_are_refused(client: Client) -> None:
+    driver_id = add_driver(client)
+    base = dispatch_pb2.Driver(driver_id=driver_id, name="Route Driver", active=True)
+    inverted = dispatch_pb2.DriverBreak(
+        start_window=window(2400, -1200), duration=Duration(seconds=600)
+    )
+    endless = dispatch_pb2.DriverBreak(
+        start_window=window(1200, 1200), duration=Duration(seconds=13 * 3600)
+    )
+    for brk in (inverted, endless, dispatch_pb2.DriverBreak(duration=Duration(seconds=60))):
+        bad = dispatch_pb2.Driver()
+        bad.CopyFrom(base)
+        bad.breaks.append(brk)
+        call = client.admin.UpsertDriver
+        assert code_of(lambda: call(dps.UpsertDriverRequest(driver=bad), metadata=client.md)) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )

@@ -239,6 +239,15 @@ def test_plan_wave_schedules_the_drivers_break_inside_its_window(client: Client)
             assert stop.planned_arrival.ToSeconds() <= stop.window.end.ToSeconds()
     assert len(route.legs) == len(route.stops)
 
+    # Re-optimizing the route keeps the break (a zero-load stop with its window).
+    added = planned_order(client, FLORIANA)
+    request = dps.ReoptimizeRouteRequest(
+        route_id=route.route_id, order_ids=[added], time_limit=ONE_SECOND
+    )
+    new = client.admin.ReoptimizeRoute(request, metadata=client.md).route
+    assert breaks[0].stop_id in {s.stop_id for s in new.stops}
+    assert order_ids_of(new) - {""} == {*orders, added}
+
 
 def test_bad_breaks_are_refused(client: Client) -> None:
     driver_id = add_driver(client)

@@ -105,6 +105,26 @@ class Bus:
             for entry_id, fields in entries
         ]
 
+    async def claim_idle(
+        self, streams: Sequence[str], group: str, consumer: str, min_idle_ms: int
+    ) -> list[StreamEntry]:
+        """Entries pending longer than ``min_idle_ms`` in any consumer of the group, now this
+        consumer's: a dead replica's work, or this process's own before a restart (consumer
+        names carry the pid, so a restarted process never sees its old pending entries)."""
+        claimed: list[StreamEntry] = []
+        for stream in streams:
+            start = "0-0"
+            while True:
+                reply: Any = await self.redis.xautoclaim(
+                    stream, group, consumer, min_idle_ms, start_id=start, count=1000
+                )
+                start = _text(reply[0])
+                # Entries trimmed from the stream come back without fields: nothing to redo.
+                claimed += [StreamEntry(stream, _text(i), f) for i, f in reply[1] if f]
+                if start == "0-0":
+                    break
+        return claimed
+
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
         """Mark entries processed by the group."""
         if entry_ids:

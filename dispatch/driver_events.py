@@ -11,7 +11,9 @@
 Replays are harmless: a report the order is already past is skipped, and each driver event
 is recorded with a dedupe key (driver + sequence number) so it applies once. A domain refusal
 (illegal transition) is logged and acked; an unexpected error leaves the entry pending, and
-the consumer's pending entries are retried when it starts.
+the consumer's pending entries are retried when it starts. Entries left pending by a replica
+that died (or by this process before a restart: consumer names carry the pid) are claimed
+once idle for ``order_consumer_claim_idle_ms``.
 """
 
 from __future__ import annotations
@@ -75,10 +77,21 @@ class DriverEventConsumer:
 
     async def _run(self) -> None:
         await self._handle_all(await self._pending())
+        settings = self._ctx.settings
+        claim_every_s = settings.order_consumer_claim_idle_ms / 2000
+        next_claim = 0.0
         while True:
             try:
+                loop_time = asyncio.get_running_loop().time()
+                if loop_time >= next_claim:
+                    next_claim = loop_time + claim_every_s
+                    await self._handle_all(
+                        await self._ctx.bus.claim_idle(
+                            STREAMS, GROUP, self._name, settings.order_consumer_claim_idle_ms
+                        )
+                    )
                 entries = await self._ctx.bus.read_group(
-                    STREAMS, GROUP, self._name, block_ms=self._ctx.settings.order_consumer_block_ms
+                    STREAMS, GROUP, self._name, block_ms=settings.order_consumer_block_ms
                 )
                 await self._handle_all(entries)
             except asyncio.CancelledError:

@@ -173,18 +173,9 @@ class Processor:
 
     async def _claim(self) -> list[StreamEntry]:
         """Entries pending too long in dead consumers (or this one before a restart)."""
-        claimed: list[StreamEntry] = []
-        idle = self._settings.processor_claim_idle_ms
-        for stream in self._streams:
-            start = "0-0"
-            while True:
-                reply: Any = await self._bus.redis.xautoclaim(
-                    stream, GROUP, self._consumer, idle, start_id=start, count=1000
-                )
-                start = _text(reply[0])
-                claimed += [StreamEntry(stream, _text(i), f) for i, f in reply[1] if f]
-                if start == "0-0":
-                    break
+        claimed = await self._bus.claim_idle(
+            self._streams, GROUP, self._consumer, self._settings.processor_claim_idle_ms
+        )
         if claimed:
             log.info("claimed pending entries", extra={"count": len(claimed)})
         return claimed

@@ -54,6 +54,22 @@ async def test_stream_round_trip_with_a_consumer_group(bus: Bus) -> None:
     assert await bus.read_group([stream], group, "c-1", block_ms=50) == []
 
 
+async def test_entries_left_pending_by_a_dead_consumer_are_claimed_once_idle(bus: Bus) -> None:
+    stream, group = _name("events"), "dispatch"
+    await bus.ensure_group(stream, group)
+    ids = await bus.append_many([(stream, {"n": str(n)}) for n in range(3)])
+    await bus.read_group([stream], group, "dead-replica", block_ms=100)  # never acked
+
+    # Not idle long enough: nothing moves.
+    assert await bus.claim_idle([stream], group, "survivor", 60_000) == []
+
+    claimed = await bus.claim_idle([stream], group, "survivor", 0)
+    assert [e.entry_id for e in claimed] == ids
+    assert [e.fields[b"n"] for e in claimed] == [b"0", b"1", b"2"]
+    pending = await bus.redis.xpending_range(stream, group, "-", "+", 10)
+    assert {p["consumer"] for p in pending} == {b"survivor"}
+
+
 async def test_group_created_at_the_end_skips_older_entries(bus: Bus) -> None:
     stream = _name("orders")
     await bus.append(stream, {"n": "old"})

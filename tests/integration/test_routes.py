@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,6 @@ def test_bad_breaks_are_refused(client: Client) -> None:
         bad = dispatch_pb2.Driver()
         bad.CopyFrom(base)
         bad.breaks.append(brk)
-        call = client.admin.UpsertDriver
-        assert code_of(lambda: call(dps.UpsertDriverRequest(driver=bad), metadata=client.md)) == (
-            grpc.StatusCode.INVALID_ARGUMENT
-        )
+        request = dps.UpsertDriverRequest(driver=bad)
+        upsert = partial(client.admin.UpsertDriver, request, metadata=client.md)
+        assert code_of(upsert) == grpc.StatusCode.INVALID_ARGUMENT

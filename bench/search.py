@@ -116,6 +116,7 @@ async def load(client: Any, positions: list[LatLng], rng: random.Random) -> None
                     keys.FIELD_SNAPPED_LAT: "",
                     keys.FIELD_SNAPPED_LNG: "",
                     keys.FIELD_NAME: f"Driver {i}",
+                    keys.FIELD_TENANT: "bench",
                 },
             )
         await pipe.execute()

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ResponseError
 
 from core.settings import Settings
@@ -16,9 +18,33 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 
+#: Retries of a Redis call that failed on the connection (a blip, a restart): few and quick,
+#: so that a call's worst case stays near (RETRIES + 1) x the timeout.
+REDIS_RETRIES = 3
+
+
+def longest_block_s(settings: Settings) -> float:
+    """The longest blocking read (XREAD/XREADGROUP BLOCK) any component issues, in seconds."""
+    blocks_ms = (
+        settings.watch_block_ms,
+        settings.processor_block_ms,
+        settings.order_consumer_block_ms,
+    )
+    return max(blocks_ms) / 1000
+
+
 def connect_redis(settings: Settings) -> aioredis.Redis:
-    """A client of the platform's Redis (binary-safe: values stay bytes)."""
-    return aioredis.Redis.from_url(settings.redis_url, decode_responses=False)
+    """A client of the platform's Redis (binary-safe: values stay bytes), every call bounded:
+    the read timeout is ``redis_timeout_s`` on top of the longest blocking read, so a BLOCK
+    read is never cut short while a hung server is still noticed. Pub/sub listening waits
+    without a timeout (redis-py does not apply it to subscriptions)."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s + longest_block_s(settings),
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), retries=REDIS_RETRIES),
+    )
 
 
 @dataclass(frozen=True, slots=True)

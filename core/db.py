@@ -141,6 +141,10 @@ class Database:
             self._settings.database_url,
             min_size=self._settings.db_pool_min,
             max_size=self._settings.db_pool_max,
+            # Every statement and every new connection has a deadline: a hung server turns
+            # into an error the caller sees instead of a call that never returns.
+            timeout=self._settings.db_connect_timeout_s,
+            command_timeout=self._settings.db_command_timeout_s,
         )
         async with self._pool.acquire() as conn:
             await migrate(conn)

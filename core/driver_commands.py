@@ -26,6 +26,13 @@ ACTIVE_STATUSES = frozenset(
 )
 
 
+def offer_key(offer_id: str) -> str:
+    """An open offer's JSON record in Redis (``driver_id``, ``tenant_id``, ``order_ids``,
+    ``expires_ms``): written by dispatch when it offers, read by the gateway to refuse answers
+    from drivers the offer was not made to; deleted once the offer is resolved."""
+    return f"lastmile:instant:offer:{offer_id}"
+
+
 async def send_command(
     bus: Bus, driver_id: str, command: driver_service_pb2.ConnectResponse
 ) -> None:

@@ -61,3 +61,9 @@ class Unavailable(ServiceError):
     """A dependency is down; retry with backoff."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class Aborted(ServiceError):
+    """The call lost to a concurrent one (e.g. a newer stream of the same identity)."""
+
+    code = grpc.StatusCode.ABORTED

@@ -101,18 +101,37 @@ def point_in_polygon(point: LatLng, vertices: Sequence[LatLng]) -> bool:
     return inside
 
 
+def _origin_to_segment_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Distance from (0, 0) to the segment ``a``-``b`` (projected metres)."""
+    (ax, ay), (bx, by) = a, b
+    dx, dy = bx - ax, by - ay
+    length2 = dx * dx + dy * dy
+    # Foot of the perpendicular from the origin (the point), clamped to the segment.
+    t = 0.0 if length2 == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / length2))
+    return math.hypot(ax + t * dx, ay + t * dy)
+
+
 def distance_to_boundary_m(point: LatLng, vertices: Sequence[LatLng]) -> float:
     """Shortest distance in metres from ``point`` to the polygon's edges."""
     best = math.inf
     count = len(vertices)
     for i in range(count):
-        ax, ay = _project(point, vertices[i])
-        bx, by = _project(point, vertices[(i + 1) % count])
-        dx, dy = bx - ax, by - ay
-        length2 = dx * dx + dy * dy
-        # Foot of the perpendicular from the origin (the point), clamped to the segment.
-        t = 0.0 if length2 == 0 else max(0.0, min(1.0, -(ax * dx + ay * dy) / length2))
-        best = min(best, math.hypot(ax + t * dx, ay + t * dy))
+        a, b = _project(point, vertices[i]), _project(point, vertices[(i + 1) % count])
+        best = min(best, _origin_to_segment_m(a, b))
+    return best
+
+
+def distance_to_polyline_m(point: LatLng, line: Sequence[LatLng]) -> float:
+    """Shortest distance in metres from ``point`` to the open polyline ``line`` (to its only
+    point when it has one; infinite when it is empty)."""
+    if not line:
+        return math.inf
+    previous = _project(point, line[0])
+    best = math.hypot(*previous)
+    for vertex in line[1:]:
+        current = _project(point, vertex)
+        best = min(best, _origin_to_segment_m(previous, current))
+        previous = current
     return best
 
 

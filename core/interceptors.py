@@ -1,5 +1,6 @@
 """The one server interceptor every service runs: caller identity, domain errors to gRPC
-status, metrics and error logging, for unary and streaming RPCs alike."""
+status, metrics and error logging, for unary and streaming RPCs alike; and load shedding of
+unary RPCs beyond ``server_max_inflight_unary`` in flight (RESOURCE_EXHAUSTED, health exempt)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc import aio
 
-from core import auth, metrics
-from core.errors import ServiceError
+from core import auth, inputs, metrics
+from core.errors import ResourceExhausted, ServiceError
+from core.outages import is_outage
+from core.ratelimit import InflightGate
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Behavior = Callable[..., Any]
+# Never shed: an orchestrator must still see the health of an overloaded process.
+UNSHED_PREFIXES = ("/grpc.health.v1.Health/",)
+# Longest status message sent (see _bounded).
+MAX_DETAILS_BYTES = 1024
 if TYPE_CHECKING:  # the stubs' generic is not subscriptable at run time
     Handler = grpc.RpcMethodHandler[Any, Any]
 
@@ -29,6 +37,9 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, settings: Settings, service_label: str) -> None:
         self._settings = settings
         self._label = service_label
+        # Load shedding of unary calls (streams are bounded by the server's
+        # maximum_concurrent_rpcs; see core.runtime).
+        self._gate = InflightGate(settings.server_max_inflight_unary)
 
     async def intercept_service(
         self,
@@ -66,16 +77,27 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         )
 
     def _unary(self, behavior: Behavior, method: str) -> Behavior:
+        sheddable = not method.startswith(UNSHED_PREFIXES)
+
         async def handle(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             started = self._begin(method, context)
             code = grpc.StatusCode.OK
+            entered = sheddable and self._gate.enter()
             try:
+                if sheddable and not entered:
+                    metrics.SHED.labels(*_split(method)).inc()
+                    raise ResourceExhausted(
+                        "server overloaded: too many calls in flight; retry with backoff"
+                    )
+                _check_request(request)
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
             except BaseException as exc:
                 code = await self._fail(exc, method, context)
                 raise
             finally:
+                if entered:
+                    self._gate.leave()
                 self._end(method, code, started, context)
 
         return handle
@@ -89,6 +111,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             metrics.STREAMS_OPEN.labels(service, name).inc()
             code = grpc.StatusCode.OK
             try:
+                _check_request(request)
                 result = behavior(request, context)
                 if inspect.isasyncgen(result):
                     async for item in result:
@@ -120,12 +143,18 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         self, exc: BaseException, method: str, context: aio.ServicerContext[Any, Any]
     ) -> grpc.StatusCode:
         if isinstance(exc, ServiceError):
-            await context.abort(exc.code, str(exc))
+            await context.abort(exc.code, _bounded(str(exc)))
         if isinstance(exc, NotImplementedError):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
         if isinstance(exc, aio.AbortError):
             code = context.code()
             return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+        if isinstance(exc, Exception) and is_outage(exc):
+            # A dependency crashed or restarts: the client's retry will likely succeed.
+            log.warning("dependency unavailable", extra={"method": method, "error": repr(exc)})
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "a dependency is unavailable; retry with backoff"
+            )
         if isinstance(exc, Exception):
             log.exception("unhandled error", extra={"method": method})
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -142,6 +171,24 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         final = context.code() if isinstance(context.code(), grpc.StatusCode) else code
         metrics.RPC_HANDLED.labels(service, name, final.name).inc()
         metrics.RPC_SECONDS.labels(service, name).observe(time.perf_counter() - started)
+
+
+def _check_request(request: Any) -> None:
+    """Text no handler can store is refused before any handler runs: every string may end up
+    in PostgreSQL, which refuses NUL characters (an INTERNAL from deep inside otherwise).
+    Client streams (the driver's Connect) are checked per message by their handler."""
+    if isinstance(request, Message):
+        inputs.check_text(request)
+
+
+def _bounded(details: str) -> str:
+    """``details`` cut to ``MAX_DETAILS_BYTES`` of UTF-8. Messages may quote what the client
+    sent (a 100 kB id), and the status travels in HTTP/2 trailers, which clients and proxies
+    cap (grpc at 8 kB, percent-encoded): an over-long one resets the stream instead."""
+    raw = details.encode()
+    if len(raw) <= MAX_DETAILS_BYTES:
+        return details
+    return raw[:MAX_DETAILS_BYTES].decode(errors="ignore") + "..."
 
 
 def _split(method: str) -> tuple[str, str]:

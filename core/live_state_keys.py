@@ -4,7 +4,9 @@ processor) and its readers (fleet search, fleet watching, geofences).
 * :data:`DRIVERS_GEO`: a GEO set, member = driver id, position = the latest raw fix.
 * :func:`driver_key`: one hash per driver with the ``FIELD_*`` fields below, all strings.
   ``status`` is a lastmile.common.v1.DriverStatus number, ``position_at`` epoch milliseconds,
-  ``snapped_lat``/``snapped_lng`` empty when the fix was not snapped to a road.
+  ``snapped_lat``/``snapped_lng`` empty when the fix was not snapped to a road. ``tenant``
+  is the tenant of the driver's token (from the gateway): fleet readers show a driver only to
+  its own tenant, and a driver without one to nobody.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ FIELD_CURRENT_STOP_ID = "current_stop_id"
 FIELD_SNAPPED_LAT = "snapped_lat"
 FIELD_SNAPPED_LNG = "snapped_lng"
 FIELD_NAME = "name"
+FIELD_TENANT = "tenant"
 
 
 def driver_key(driver_id: str) -> str:

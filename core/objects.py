@@ -6,20 +6,34 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import urllib3
 from minio import Minio
 from minio.datatypes import PostPolicy
 
 from core.settings import Settings
 
+#: Retries of a failed S3 call (connection errors and 5xx answers).
+S3_RETRIES = 3
+
 
 def s3_client(settings: Settings) -> Minio:
-    """A client of the configured S3 endpoint."""
+    """A client of the configured S3 endpoint; each call has a connect and a read timeout
+    (``s3_timeout_s``) and a few retries, so a hung store fails the call instead of holding it."""
+    timeout = urllib3.Timeout(connect=settings.s3_timeout_s, read=settings.s3_timeout_s)
+    http = urllib3.PoolManager(
+        timeout=timeout,
+        maxsize=10,
+        retries=urllib3.Retry(
+            total=S3_RETRIES, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
+        ),
+    )
     return Minio(
         settings.s3_endpoint,
         access_key=settings.s3_access_key,
         secret_key=settings.s3_secret_key,
         secure=settings.s3_secure,
         region=settings.s3_region,
+        http_client=http,
     )
 
 

@@ -1,4 +1,4 @@
-"""The platform's only door to the road network: OSRM, in-process (PyPI osrm-bindings, MLD).
+"""The platform's only door to the road network: OSRM, in-process (PyPI osrm-bindings, CH).
 
 Everything else (ETAs, snapping, isochrones, solvers' matrices) goes through
 :class:`RoadNetwork` and its typed results; nobody else imports ``osrm``.
@@ -6,7 +6,7 @@ Everything else (ETAs, snapping, isochrones, solvers' matrices) goes through
 Concurrency: the engine is safe to share, but each call holds the GIL while it computes
 (measured: two threads run no faster than one, and other Python threads stall meanwhile).
 Route, nearest and short matches take about a millisecond: call them directly, even from
-async code. A large table (50 x 50 is ~40 ms) blocks the event loop for that long whether it
+async code. A large table (60 x 60 is ~10 ms on Malta) blocks the event loop for that long whether it
 runs inline or in ``asyncio.to_thread``; put heavy batch work in its own process, which opens
 its own :class:`RoadNetwork` (the graph is memory-mapped, so processes share the pages).
 """
@@ -19,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import osrm
+from prometheus_client import Counter
 
 from core.geo import LatLng
 
 # OSRM error codes meaning "the road network has no answer", as opposed to a bad request.
 _NO_ANSWER = ("NoRoute", "NoSegment", "NoMatch", "NoTable", "NoTrips")
+# Every OSRM call by outcome: "error" (neither an answer nor "no road") is what operators
+# alert on (docs/runbook.md, OSRM down). Children bound once: snapping calls this per fix.
+CALLS = Counter("lastmile_roads_calls_total", "OSRM calls by outcome.", ["outcome"])
+_OK, _NO_ROUTE, _ERROR = (CALLS.labels(o) for o in ("ok", "no_route", "error"))
 
 
 class NoRoute(RuntimeError):
@@ -125,6 +130,11 @@ def _rows(raw: list[list[float | None]] | None) -> tuple[tuple[float | None, ...
     return tuple(tuple(None if cell is None else float(cell) for cell in row) for row in raw)
 
 
+def graph_exists(path: Path | str) -> bool:
+    """Whether a built graph (its contracted hierarchy file) is at the ``.osrm`` base ``path``."""
+    return Path(path).with_suffix(".osrm.hsgr").exists()
+
+
 class RoadNetwork:
     """A road graph opened from the ``.osrm`` base path that :func:`ops.graph.build_graph` made.
 
@@ -137,7 +147,7 @@ class RoadNetwork:
         self.path = Path(path)
         self.max_snap_m = max_snap_m
         self._engine = osrm.OSRM(
-            algorithm="MLD", storage_config=str(self.path), use_shared_memory=False
+            algorithm="CH", storage_config=str(self.path), use_shared_memory=False
         )
 
     def route(self, points: Sequence[LatLng], steps: bool = False) -> Route:
@@ -162,9 +172,14 @@ class RoadNetwork:
         )
 
     def table(
-        self, sources: Sequence[LatLng], destinations: Sequence[LatLng] | None = None
+        self,
+        sources: Sequence[LatLng],
+        destinations: Sequence[LatLng] | None = None,
+        distances: bool = True,
     ) -> Matrix:
-        """Durations and distances between every source and destination (sources if None)."""
+        """Durations (and distances, unless ``distances`` is False: OSRM then skips unpacking
+        every path, several times faster) between every source and destination (sources if
+        None). ``distances_m`` is empty when not asked for."""
         if not sources:
             raise ValueError("a table needs at least one source")
         coordinates = [p.lnglat() for p in sources]
@@ -179,9 +194,12 @@ class RoadNetwork:
         params = osrm.TableParameters(
             coordinates=coordinates,
             radiuses=self._radiuses(len(coordinates)),
-            annotations=["duration", "distance"],
+            annotations=["duration", "distance"] if distances else ["duration"],
+            generate_hints=False,
             **extra,
         )
+        # Nobody reads the snapped waypoints of a table; converting them costs Python time.
+        params.skip_waypoints = True
         result = self._call(self._engine.Table, params)
         return Matrix(
             durations_s=_rows(result.get("durations")),
@@ -227,6 +245,9 @@ class RoadNetwork:
         except RuntimeError as exc:
             # The bindings raise "<Code> - <message>"; only "no answer" codes are ours.
             if str(exc).split(" ", 1)[0] in _NO_ANSWER:
+                _NO_ROUTE.inc()
                 raise NoRoute(str(exc)) from exc
+            _ERROR.inc()
             raise
+        _OK.inc()
         return result

@@ -1,8 +1,9 @@
 """Running a gRPC service process: one server, the interceptor chain, health, reflection,
 metrics and an orderly shutdown.
 
-Shutdown order: health NOT_SERVING, stop accepting and let open calls drain for
-``shutdown_grace_s``, then stop each component (flush buffers), then close pools. A second
+Shutdown order: health NOT_SERVING, each component's optional ``drain()`` (the gateway ends its
+driver streams with UNAVAILABLE so apps reconnect elsewhere), stop accepting and let open calls
+drain for ``shutdown_grace_s``, then stop each component (flush buffers), then close pools. A second
 SIGINT/SIGTERM exits at once.
 """
 
@@ -72,7 +73,10 @@ class ServiceHost:
         self.components = list(components)
         self.health = HealthServicer()
         self.server = aio.server(
-            interceptors=[ServiceInterceptor(settings, name)], options=server_options(settings)
+            interceptors=[ServiceInterceptor(settings, name)],
+            options=server_options(settings),
+            # Beyond this many RPCs (streams included) grpc answers RESOURCE_EXHAUSTED itself.
+            maximum_concurrent_rpcs=settings.server_max_concurrent_rpcs,
         )
         self._names = [n for c in self.components for n in c.service_names]
 
@@ -101,6 +105,12 @@ class ServiceHost:
     async def stop(self) -> None:
         """Graceful stop in the documented order."""
         await self.health.enter_graceful_shutdown()
+        for component in self.components:
+            # Optional hook: long-lived streams end with a status clients retry on (instead of
+            # being cut when the grace runs out).
+            drain = getattr(component, "drain", None)
+            if drain is not None:
+                await drain()
         await self.server.stop(self.settings.shutdown_grace_s)
         for component in reversed(self.components):
             try:

@@ -79,6 +79,56 @@ class Settings:
     max_message_bytes: int = _doc("Largest gRPC message accepted.", 4 * 1024 * 1024)
     ingest_shards: int = _doc("Number of Redis stream shards for driver pings.", 4)
 
+    # --- limits, timeouts and the edge's guards (docs/security.md) -------------------------
+    server_max_concurrent_rpcs: int = _doc(
+        "Most RPCs (streams included) one server runs at once; beyond: RESOURCE_EXHAUSTED.",
+        100_000,
+    )
+    server_max_inflight_unary: int = _doc(
+        "Most unary RPCs one server handles at once; beyond: RESOURCE_EXHAUSTED (not health).",
+        1000,
+    )
+    limiter_max_keys: int = _doc(
+        "Most identities one rate limiter remembers (the least recently seen are forgotten).",
+        100_000,
+    )
+    gateway_driver_rate_per_s: float = _doc(
+        "Events per second one driver may send (token bucket per gateway process).", 20.0
+    )
+    gateway_driver_burst: int = _doc(
+        "Events one driver may send at once above the rate (a resend after reconnecting).", 200
+    )
+    gateway_max_streams_per_driver: int = _doc(
+        "Connect streams one driver holds per gateway process; a new one replaces the oldest.", 1
+    )
+    track_max_streams_per_token: int = _doc(
+        "Track streams one tracking link may hold per tracking process; beyond: refused.", 5
+    )
+    track_token_rate_per_s: float = _doc(
+        "Requests per second one tracking link may make (GetTracking, Track) per process.", 2.0
+    )
+    track_token_burst: int = _doc("Requests one tracking link may make at once above the rate.", 20)
+    redis_timeout_s: float = _doc(
+        "Connect and read timeout of Redis calls (s), on top of a blocking read's own wait.", 10.0
+    )
+    db_connect_timeout_s: float = _doc("Timeout of opening a PostgreSQL connection (s).", 10.0)
+    db_command_timeout_s: float = _doc("Timeout of one PostgreSQL statement (s).", 30.0)
+    s3_timeout_s: float = _doc("Connect and read timeout of each S3 call (s).", 30.0)
+    ops_metrics_interval_s: float = _doc(
+        "How often dispatch measures its backlog gauges (outbox, webhook deliveries).", 15.0
+    )
+    edge_allowed_origins: str = _doc(
+        "Browser origins allowed to call the edge cross-origin (comma-separated, no '*').",
+        "http://127.0.0.1:8080,http://localhost:8080",
+    )
+    edge_max_request_bytes: int = _doc(
+        "Largest request body the edge takes on an API route (413 beyond; not Connect).",
+        1024 * 1024,
+    )
+    edge_web_max_request_bytes: int = _doc(
+        "Largest request body the edge takes for the browser apps' pages (413 beyond).", 64 * 1024
+    )
+
     # --- ingest (gateway) and tracking processor -------------------------------------------
     ingest_max_batch_size: int = _doc("Most fixes one LocationBatch may carry.", 100)
     ingest_max_accuracy_m: float = _doc("Largest accuracy radius (m) a fix may claim.", 5000.0)
@@ -129,6 +179,9 @@ class Settings:
     fleet_watch_interval_s: float = _doc(
         "WatchFleet sends at most one update per this many seconds.", 0.25
     )
+    fleet_message_max_drivers: int = _doc(
+        "Most drivers in one WatchFleet message (about 100 bytes each; gRPC caps at 4 MB).", 5000
+    )
 
     # --- orders: lifecycle, outbox, failed deliveries, provider rules (dispatch) -----------
     order_page_size_default: int = _doc("ListOrders/ListDrivers page size when unset.", 50)
@@ -157,6 +210,25 @@ class Settings:
     )
     provider_poll_interval_s: float = _doc("How often polling providers are asked.", 2.0)
     provider_http_timeout_s: float = _doc("Timeout of each call to a provider.", 5.0)
+
+    # --- webhooks and customer notifications (dispatch/webhooks) ---------------------------
+    webhook_timeout_s: float = _doc(
+        "Longest wait for a webhook's answer (s); then it failed.", 10.0
+    )
+    webhook_max_attempts: int = _doc("Attempts of a delivery before it is dead-lettered.", 12)
+    webhook_backoff_base_s: float = _doc("Wait before a delivery's first retry; doubles.", 10.0)
+    webhook_backoff_max_s: float = _doc("Longest wait between two attempts of a delivery.", 3600.0)
+    webhook_poll_interval_s: float = _doc("How often the webhook workers look for work.", 0.5)
+    webhook_batch_size: int = _doc("Most bus events turned into deliveries per round.", 200)
+    webhook_concurrency: int = _doc("Most webhook POSTs in flight per dispatch process.", 8)
+    notify_delay_margin_s: float = _doc(
+        "Customers hear of a delay once the ETA passes the window end by this (again per margin).",
+        600.0,
+    )
+    notify_timezone: str = _doc("Time zone of the times in customer notification texts.", "UTC")
+    notify_max_age_s: float = _doc(
+        "Status changes older than this when read (a backlog) notify no customer.", 1800.0
+    )
 
     # --- proof of delivery (pod) ------------------------------------------------------------
     pod_upload_max_bytes: int = _doc("Largest proof object a driver may upload.", 10 * 1024 * 1024)
@@ -207,6 +279,18 @@ class Settings:
         "Tenant of the dev dispatcher token `lastmile up` prints (the simulator's).", "sim"
     )
 
+    # --- origins: decisions on incoming orders, answer policy (dispatch) --------------------
+    origin_answer_timeout_s: float = _doc(
+        "Seconds an origin has to accept or reject a new order before the policy answers.", 180.0
+    )
+    origin_answer_policy: str = _doc(
+        "Answer for a silent origin: auto_accept (its default preparation) or reject.",
+        "auto_accept",
+    )
+    origin_sweep_interval_s: float = _doc("How often unanswered orders are looked for.", 1.0)
+    origin_max_preparation_s: float = _doc("Longest preparation time an origin may set.", 14400.0)
+    origin_snapshot_max: int = _doc("Most open orders WatchOriginOrders replays first.", 1000)
+
     # --- wave planning (dispatch) --------------------------------------------------------
     wave_interval_s: float = _doc("Seconds between scheduled waves (0 = no schedule).", 300.0)
     wave_horizon_s: float = _doc("A wave takes orders whose window opens within this.", 4 * 3600.0)
@@ -238,6 +322,21 @@ class Settings:
     instant_max_pickup_s: float = _doc(
         "Drivers farther than this drive from a pickup skipped.", 1800.0
     )
+
+    # --- driver guidance: route versions and off-route detection (tracking, dispatch) ------
+    off_route_distance_m: float = _doc(
+        "A snapped position farther than this from the current leg counts as off the route.", 50.0
+    )
+    off_route_rejoin_m: float = _doc(
+        "An off-route driver is back on the route within this of a leg (hysteresis).", 25.0
+    )
+    off_route_after_s: float = _doc(
+        "Off the route continuously this long (fix times) before the route is recomputed.", 20.0
+    )
+    off_route_cached_plans: int = _doc(
+        "Route geometries each tracking process keeps parsed for off-route checks.", 10_000
+    )
+    off_route_events_maxlen: int = _doc("Approximate cap on stored off-route events.", 100_000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -14,8 +14,9 @@ import zlib
 def ping_stream(shard: int) -> str:
     """Driver location batches of one shard (gateway -> tracking processors).
 
-    Fields: ``driver`` (id), ``seq`` (the driver's event sequence number), ``data``
-    (lastmile.driver.v1.LocationBatch), ``received_ms`` (gateway receive time, epoch ms).
+    Fields: ``driver`` (id), ``tenant`` (the driver token's tenant), ``seq`` (the driver's
+    event sequence number), ``data`` (lastmile.driver.v1.LocationBatch), ``received_ms``
+    (gateway receive time, epoch ms).
     """
     return f"lastmile:pings:{shard}"
 
@@ -26,11 +27,13 @@ def shard_of(driver_id: str, shards: int) -> int:
 
 
 #: Driver events other than locations (status, stop events, offer answers, failed attempts,
-#: route acks). Fields: ``driver``, ``seq``, ``data`` (lastmile.driver.v1.ConnectRequest).
+#: route acks). Fields: ``driver``, ``tenant``, ``seq``, ``data``
+#: (lastmile.driver.v1.ConnectRequest).
 DRIVER_EVENTS = "lastmile:driver-events"
 
 #: Geofence transitions (tracking -> dispatch, watchers). Fields: ``data``
-#: (lastmile.tracking.v1.GeofenceEvent).
+#: (lastmile.tracking.v1.GeofenceEvent), ``tenant`` (the fence's tenant: watchers see only
+#: their own).
 GEOFENCE_EVENTS = "lastmile:geofence-events"
 
 #: Order events relayed from the outbox (dispatch -> everyone). Fields: ``order``, ``data``
@@ -41,6 +44,11 @@ ORDER_EVENTS = "lastmile:order-events"
 #: order). Fields: ``order`` (the outbox key: order id), ``data`` (lastmile.pod.v1.Proof).
 PROOF_EVENTS = "lastmile:proof-events"
 
+#: Drivers who left their route's planned geometry for longer than the threshold (tracking ->
+#: dispatch, which pushes a recomputed version). Fields: ``driver``, ``data``
+#: (lastmile.tracking.v1.OffRouteEvent).
+OFF_ROUTE_EVENTS = "lastmile:off-route-events"
+
 # --- live fan-out (PUBLISH / SUBSCRIBE) ----------------------------------------------------
 
 
@@ -49,8 +57,11 @@ def order_channel(order_id: str) -> str:
     return f"lastmile:order:{order_id}"
 
 
-#: Driver state changes for dispatcher views (payload: lastmile.tracking.v1.WatchFleetResponse).
-FLEET_CHANNEL = "lastmile:fleet"
+def fleet_channel(tenant_id: str) -> str:
+    """Driver state changes of one tenant's drivers, for its dispatchers' views (payload:
+    lastmile.tracking.v1.WatchFleetResponse). One channel per tenant, so a dashboard never
+    receives another tenant's drivers."""
+    return f"lastmile:fleet:{tenant_id}"
 
 
 def driver_commands_channel(driver_id: str) -> str:

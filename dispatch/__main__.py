@@ -11,10 +11,16 @@ from core.settings import Settings
 from dispatch.context import DispatchContext
 from dispatch.driver_events import DriverEventConsumer
 from dispatch.instant import InstantDispatcher
+from dispatch.ops_metrics import OpsMetrics
+from dispatch.origin_timeouts import OriginAnswerWorker
 from dispatch.outbox import OutboxRelay
 from dispatch.providers.worker import ProviderWorker
 from dispatch.service import components
 from dispatch.wave_scheduler import WaveScheduler
+from dispatch.webhooks.delays import DelayWatcher
+from dispatch.webhooks.fan_in import WebhookFanIn
+from dispatch.webhooks.notifications import WebhookChannel
+from dispatch.webhooks.sender import WebhookSender
 
 
 async def build(settings: Settings) -> Sequence[Component]:
@@ -26,6 +32,11 @@ async def build(settings: Settings) -> Sequence[Component]:
         ProviderWorker(ctx),
         InstantDispatcher(ctx),
         WaveScheduler(ctx),
+        OriginAnswerWorker(ctx),
+        WebhookFanIn(ctx, WebhookChannel()),
+        DelayWatcher(ctx, WebhookChannel()),
+        WebhookSender(ctx),
+        OpsMetrics(ctx),
     ]
     return [ctx.database, ctx.bus, *components(ctx), *workers]
 

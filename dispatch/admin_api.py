@@ -9,7 +9,8 @@ from lastmile.dispatch.v1 import dispatch_service_pb2 as pb
 from lastmile.origin.v1 import origin_service_pb2 as opb
 
 from core.auth import Role, require
-from dispatch import areas, assignment, origins, registry, route_reoptimize, routes
+from core.errors import PermissionDenied
+from dispatch import areas, assignment, origins, registry, route_read, route_reoptimize, routes
 from dispatch.context import DispatchContext
 
 STAFF = (Role.DISPATCHER, Role.SERVICE)
@@ -34,7 +35,7 @@ class DispatchAdminHandlers:
 
     async def GetRoute(self, request: pb.GetRouteRequest, context: Context) -> pb.GetRouteResponse:
         """A route by id, or the driver's active route."""
-        return await routes.get_route_rpc(self._ctx, request)
+        return await route_read.get_route_rpc(self._ctx, request)
 
     async def ReoptimizeRoute(
         self, request: pb.ReoptimizeRouteRequest, context: Context
@@ -126,14 +127,19 @@ class OriginHandlers:
         """Register or update an origin, tagged with its area."""
         tenant_id = require(*STAFF).tenant_id
         async with self._ctx.database.pool.acquire() as conn:
-            origin = await origins.upsert_origin(conn, tenant_id, request.origin)
+            origin = await origins.upsert_origin(
+                conn, self._ctx.settings, tenant_id, request.origin
+            )
         return opb.UpsertOriginResponse(origin=origin)
 
     async def GetOrigin(
         self, request: opb.GetOriginRequest, context: Context
     ) -> opb.GetOriginResponse:
-        """One origin by id."""
-        tenant_id = require(*STAFF, Role.ORIGIN).tenant_id
+        """One origin by id (an origin token: only its own)."""
+        principal = require(*STAFF, Role.ORIGIN)
+        tenant_id = principal.tenant_id
+        if principal.role == Role.ORIGIN and principal.subject != request.origin_id:
+            raise PermissionDenied(f"origin {principal.subject!r} may read only itself")
         async with self._ctx.database.pool.acquire() as conn:
             origin = await origins.get_origin(conn, tenant_id, request.origin_id)
         return opb.GetOriginResponse(origin=origin)

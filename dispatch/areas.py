@@ -31,17 +31,19 @@ class Pickup:
 
 async def pickup_of(conn: Conn, tenant_id: str, order: dispatch_pb2.Order) -> Pickup:
     """The pickup position: the order's own, else its origin's; INVALID_ARGUMENT for an
-    unknown origin."""
+    unknown origin, FAILED_PRECONDITION for a closed one."""
     if not order.origin_id:
         location = order.pickup_address.location
         return Pickup(location.lat, location.lng, None)
     origin = await conn.fetchrow(
-        "SELECT lat, lng, area_id FROM origins WHERE origin_id = $1 AND tenant_id = $2",
+        "SELECT lat, lng, area_id, closed FROM origins WHERE origin_id = $1 AND tenant_id = $2",
         order.origin_id,
         tenant_id,
     )
     if origin is None:
         raise InvalidArgument(f"order.origin_id {order.origin_id!r} is not a known origin")
+    if origin["closed"]:
+        raise FailedPrecondition(f"origin {order.origin_id!r} is closed: it takes no orders")
     location = order.pickup_address.location
     if location.lat or location.lng:
         check_position(location, "order.pickup_address.location")

@@ -3,6 +3,11 @@
 An order not yet picked up can be given to any active driver of the tenant. Reassigning an
 assigned order records two events (back to PENDING, then ASSIGNED to the new driver) so the
 history shows who had it; the previous driver is told the order left their list.
+
+Routes follow the order: its remaining stops leave the route that held them (a new version)
+and join the new driver's active route, or a new one (:mod:`dispatch.route_insert`); both
+drivers get their new version with reason ``reassigned`` (``assigned`` for an order nobody
+had).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 from core.auth import Role, require
 from core.driver_commands import send_command
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
-from dispatch import order_store
+from dispatch import decisions, order_store, route_insert, route_versions
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.order_store import Actor, Row
@@ -46,13 +51,18 @@ async def assign_order(
                 f"the order is {sm.name(row['status'])}: only orders not yet picked up can be"
                 " assigned"
             )
-        row = await _assign(conn, row, request.driver_id, request.reason, actor)
+        left = await route_versions.remove_orders(ctx, conn, [request.order_id])
+        row = await _assign(ctx, conn, row, request.driver_id, request.reason, actor)
     ctx.wake_outbox()
+    decisions.record("assign", "reassigned" if previous else "assigned")
     if previous and previous != request.driver_id:
         withdrawn = driver_pb2.OrderCancelled(order_id=request.order_id, reason="reassigned")
         await send_command(
             ctx.bus, previous, driver_service_pb2.ConnectResponse(order_cancelled=withdrawn)
         )
+    gained = row["route_id"]
+    await route_versions.push_current(ctx, [r for r in left if r != gained], "reassigned")
+    await route_versions.push_current(ctx, [gained], "reassigned" if previous else "assigned")
     return order_store.order_message(row)
 
 
@@ -66,7 +76,9 @@ async def _check_driver(conn: Conn, tenant_id: str, driver_id: str) -> None:
         raise FailedPrecondition(f"driver {driver_id!r} is not active")
 
 
-async def _assign(conn: Conn, row: Row, driver_id: str, reason: str, actor: Actor) -> Row:
+async def _assign(
+    ctx: DispatchContext, conn: Conn, row: Row, driver_id: str, reason: str, actor: Actor
+) -> Row:
     details = {"driver_id": driver_id, "reason": reason, "previous_driver_id": row["driver_id"]}
     if row["status"] in (sm.ASSIGNED, sm.TO_PICKUP):
         row, _ = await order_store.apply_change(
@@ -78,13 +90,14 @@ async def _assign(conn: Conn, row: Row, driver_id: str, reason: str, actor: Acto
             changes={"driver_id": None},
             details=details,
         )
+    route = await route_insert.place_orders(ctx, conn, row["tenant_id"], driver_id, [row])
     row, _ = await order_store.apply_change(
         conn,
         row,
         "assigned",
         actor,
         to_status=sm.ASSIGNED,
-        changes={"driver_id": driver_id},
+        changes={"driver_id": driver_id, "route_id": route["route_id"]},
         details=details,
     )
     return row

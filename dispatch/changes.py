@@ -2,7 +2,9 @@
 
 Customers call with their tracking token (only its digest is stored), dispatchers and
 services with their token. The assigned driver is told at once: an ``InstructionChange``
-command on the driver's commands channel (core.driver_commands).
+command on the driver's commands channel (core.driver_commands), and a new version of the route
+holding the order (:mod:`dispatch.route_versions`): the same stops with the new instructions
+(reason ``instructions``), or without the order's stops once it is rescheduled (``rescheduled``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 from core.auth import Role, current_principal, tracking_token_digest
 from core.driver_commands import send_command
 from core.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
-from dispatch import order_store
+from dispatch import order_store, route_versions
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.convert import check_instructions, message_json, now, window_bounds
@@ -27,6 +29,18 @@ if TYPE_CHECKING:
     from core.db import Conn
 
 STAFF = (Role.DISPATCHER, Role.SERVICE)
+
+
+def check_caller(tracking_token: str) -> None:
+    """Refuse, before the request is looked at, callers who may change no order at all: no
+    credentials (UNAUTHENTICATED), or a token of a role other than staff without a tracking
+    token (PERMISSION_DENIED). The link itself is checked with the order."""
+    principal = current_principal()
+    if tracking_token or (principal is not None and principal.role in STAFF):
+        return
+    if principal is not None:
+        raise PermissionDenied(f"role {principal.role.value} may not change orders")
+    raise Unauthenticated("this call needs a tracking token or a dispatcher token")
 
 
 async def locked_order_for_change(
@@ -62,6 +76,7 @@ async def update_instructions(
     ctx: DispatchContext, request: order_service_pb2.UpdateInstructionsRequest
 ) -> dispatch_pb2.Order:
     """UpdateInstructions: FAILED_PRECONDITION once the order is final."""
+    check_caller(request.tracking_token)
     check_instructions(request.instructions)
     async with ctx.database.pool.acquire() as conn, conn.transaction():
         row, actor = await locked_order_for_change(conn, request.order_id, request.tracking_token)
@@ -77,9 +92,11 @@ async def update_instructions(
             changes={"instructions": message_json(request.instructions)},
             details={"instructions": message_json(request.instructions)},
         )
+        touched = await route_versions.touch_orders(conn, [row["order_id"]])
     ctx.wake_outbox()
     order = order_store.order_message(row)
     await _tell_driver(ctx, row, order)
+    await route_versions.push_current(ctx, touched, "instructions")
     return order
 
 
@@ -88,6 +105,7 @@ async def reschedule_order(
 ) -> dispatch_pb2.Order:
     """RescheduleOrder: INVALID_ARGUMENT for a window in the past, FAILED_PRECONDITION once
     picked up or final, or for a window beyond the reschedule horizon (not available)."""
+    check_caller(request.tracking_token)
     start, end = window_bounds(
         request.drop_off_window, "drop_off_window", request.HasField("drop_off_window")
     )
@@ -107,9 +125,11 @@ async def reschedule_order(
                 f" {ctx.settings.reschedule_horizon_s // 86400}-day reschedule horizon"
             )
         row, _ = await reschedule_row(ctx, conn, row, actor, start, end, "rescheduled", {})
+        left = await route_versions.remove_orders(ctx, conn, [row["order_id"]])
     ctx.wake_outbox()
     order = order_store.order_message(row)
     await _tell_driver(ctx, row, order)
+    await route_versions.push_current(ctx, left, "rescheduled")
     return order
 
 

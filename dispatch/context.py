@@ -19,6 +19,8 @@ class DispatchContext:
     database: Database
     bus: Bus
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when webhook deliveries became due (new, redelivered, or next of an order).
+    webhook_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake_outbox(self) -> None:
         """Tell the relay there are new rows (it also polls, so this only cuts latency)."""

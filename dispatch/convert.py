@@ -13,8 +13,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
 
 from core.errors import InvalidArgument
+from core.inputs import client_datetime
 
 MAX_INSTRUCTIONS_TEXT = 500
+MAX_ACCESS_NOTES = 500
 
 
 def now() -> dt.datetime:
@@ -22,9 +24,10 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def to_datetime(ts: Timestamp) -> dt.datetime:
-    """A timezone-aware UTC datetime of a Timestamp."""
-    return ts.ToDatetime(tzinfo=dt.UTC)
+def to_datetime(ts: Timestamp, field: str = "timestamp") -> dt.datetime:
+    """A timezone-aware UTC datetime of a Timestamp; INVALID_ARGUMENT naming ``field`` when
+    a client sent one out of range."""
+    return client_datetime(ts, field)
 
 
 def to_timestamp(value: dt.datetime | None) -> Timestamp | None:
@@ -52,7 +55,10 @@ def window_bounds(
         return None, None
     if not (window.HasField("start") and window.HasField("end")):
         raise InvalidArgument(f"{field} needs both start and end")
-    start, end = to_datetime(window.start), to_datetime(window.end)
+    start, end = (
+        to_datetime(window.start, f"{field}.start"),
+        to_datetime(window.end, f"{field}.end"),
+    )
     if end <= start:
         raise InvalidArgument(f"{field} must end after it starts")
     return start, end
@@ -76,6 +82,12 @@ def check_instructions(instructions: common_pb2.DeliveryInstructions) -> None:
         raise InvalidArgument(f"instructions.text is longer than {MAX_INSTRUCTIONS_TEXT} chars")
     if instructions.preference not in common_pb2.DropOffPreference.values():
         raise InvalidArgument(f"instructions.preference {instructions.preference} is unknown")
+
+
+def check_access_notes(address: common_pb2.Address, field: str) -> None:
+    """INVALID_ARGUMENT for over-long access notes (drivers read them at the stop)."""
+    if len(address.access_notes) > MAX_ACCESS_NOTES:
+        raise InvalidArgument(f"{field}.access_notes is longer than {MAX_ACCESS_NOTES} chars")
 
 
 def message_json(message: Any) -> str:

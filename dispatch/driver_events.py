@@ -1,17 +1,23 @@
 """Driver and geofence events applied to orders (a consumer group on the bus).
 
 - StopEvent ARRIVED at a pickup stop -> AT_PICKUP; at a drop-off stop -> NEARBY;
-  PICKED_UP -> PICKED_UP (skipped steps such as TO_PICKUP are recorded on the way).
+  PICKED_UP -> PICKED_UP (skipped steps such as TO_PICKUP are recorded on the way);
+  DEPARTED -> the route stop completed (so are the stops an order's progress leaves behind).
 - Geofence ENTER of a PICKUP fence -> AT_PICKUP (when TO_PICKUP); of a NEARBY or DROP_OFF
   fence -> NEARBY (when PICKED_UP).
 - FailedAttempt -> the failed-attempt use case (dispatch.failures).
 - OfferAnswer -> :func:`on_offer_answer`, the hook the instant matcher fills in.
+- RouteAck -> the acknowledged version recorded (dispatch.route_acks).
+- An off-route event from tracking (OFF_ROUTE_EVENTS) -> the route recomputed from the
+  driver's position and pushed (dispatch.off_route).
 - A confirmed proof (PROOF_EVENTS, written by pod through the outbox) -> DELIVERED.
 
 Replays are harmless: a report the order is already past is skipped, and each driver event
 is recorded with a dedupe key (driver + sequence number) so it applies once. A domain refusal
 (illegal transition) is logged and acked; an unexpected error leaves the entry pending, and
-the consumer's pending entries are retried when it starts. Entries left pending by a replica
+the consumer's pending entries are retried when it starts. A dependency outage (Redis or
+PostgreSQL restarting) stops the round at the entry it hit: that entry and the ones after it
+are taken again, in order, once the dependency answers. Entries left pending by a replica
 that died (or by this process before a restart: consumer names carry the pid) are claimed
 once idle for ``order_consumer_claim_idle_ms``.
 """
@@ -31,7 +37,8 @@ from lastmile.tracking.v1 import tracking_pb2
 from core import topics
 from core.bus import StreamEntry
 from core.errors import ServiceError
-from dispatch import failures, offers, progress
+from core.outages import is_outage
+from dispatch import failures, off_route, offers, progress, route_acks, route_store
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.order_store import Actor
@@ -39,7 +46,12 @@ from dispatch.proof_events import apply_proof_event
 
 log = logging.getLogger(__name__)
 GROUP = "dispatch-orders"
-STREAMS = (topics.DRIVER_EVENTS, topics.GEOFENCE_EVENTS, topics.PROOF_EVENTS)
+STREAMS = (
+    topics.DRIVER_EVENTS,
+    topics.GEOFENCE_EVENTS,
+    topics.PROOF_EVENTS,
+    topics.OFF_ROUTE_EVENTS,
+)
 
 
 async def on_offer_answer(
@@ -76,12 +88,17 @@ class DriverEventConsumer:
                 await self._task
 
     async def _run(self) -> None:
-        await self._handle_all(await self._pending())
         settings = self._ctx.settings
         claim_every_s = settings.order_consumer_claim_idle_ms / 2000
         next_claim = 0.0
+        # This consumer's own pending entries first: at start (a restart under the same name)
+        # and after a failure (a new read only returns new entries, not the ones left unacked).
+        own_pending = True
         while True:
             try:
+                if own_pending:
+                    await self._handle_all(await self._pending())
+                    own_pending = False
                 loop_time = asyncio.get_running_loop().time()
                 if loop_time >= next_claim:
                     next_claim = loop_time + claim_every_s
@@ -96,8 +113,14 @@ class DriverEventConsumer:
                 await self._handle_all(entries)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("driver-event consumer failed; retrying")
+            except Exception as exc:
+                own_pending = True
+                if is_outage(exc):
+                    log.warning(
+                        "driver events wait for Redis/PostgreSQL", extra={"error": str(exc)}
+                    )
+                else:
+                    log.exception("driver-event consumer failed; retrying")
                 await asyncio.sleep(self._ctx.settings.outbox_poll_interval_s)
 
     async def _pending(self) -> list[StreamEntry]:
@@ -116,7 +139,11 @@ class DriverEventConsumer:
                 await self.handle(entry)
             except ServiceError as exc:
                 log.info("event refused", extra={"entry": entry.entry_id, "reason": str(exc)})
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    # Stop here: this entry and the rest stay pending and are taken again, in
+                    # order, as soon as the dependency is back (see _run).
+                    raise
                 log.exception("event failed; left pending", extra={"entry": entry.entry_id})
                 continue
             await self._ctx.bus.ack(entry.stream, GROUP, [entry.entry_id])
@@ -130,6 +157,11 @@ class DriverEventConsumer:
             event = tracking_pb2.GeofenceEvent.FromString(entry.fields[b"data"])
             await self._geofence(event)
             return
+        if entry.stream == topics.OFF_ROUTE_EVENTS:
+            await off_route.reroute(
+                self._ctx, tracking_pb2.OffRouteEvent.FromString(entry.fields[b"data"])
+            )
+            return
         driver_id = entry.fields[b"driver"].decode()
         seq = entry.fields.get(b"seq", b"").decode()
         request = driver_service_pb2.ConnectRequest.FromString(entry.fields[b"data"])
@@ -141,6 +173,8 @@ class DriverEventConsumer:
             await self._failed(driver_id, request.failed_attempt, dedupe)
         elif kind == "offer_answer":
             await on_offer_answer(self._ctx, driver_id, request.offer_answer)
+        elif kind == "route_ack":
+            await route_acks.record_ack(self._ctx, driver_id, request.route_ack)
 
     async def _stop(self, driver_id: str, stop: driver_pb2.StopEvent, dedupe: str) -> None:
         actor = Actor(f"driver:{driver_id}")
@@ -148,7 +182,9 @@ class DriverEventConsumer:
             target = sm.PICKED_UP
         elif stop.kind == driver_pb2.STOP_EVENT_KIND_ARRIVED:
             target = sm.NEARBY if await self._is_drop_off(stop) else sm.AT_PICKUP
-        else:
+        else:  # DEPARTED: the stop is behind the driver (Stop.completed in later versions)
+            async with self._ctx.database.pool.acquire() as conn:
+                await route_store.complete_stop(conn, stop.stop_id, driver_id)
             return
         details = {"stop_id": stop.stop_id}
         await progress.advance(

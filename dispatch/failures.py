@@ -15,13 +15,14 @@ from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2
 
 from core.errors import InvalidArgument
 from core.settings import Settings
-from dispatch import order_store
+from dispatch import decisions, order_store, route_versions
 from dispatch import state_machine as sm
 from dispatch.changes import reschedule_row
 from dispatch.context import DispatchContext
 from dispatch.convert import now
 from dispatch.order_store import Actor, Row
 from dispatch.progress import already_recorded
+from dispatch.tracking_links import ended_changes
 
 REATTEMPT = order_service_pb2.FAILURE_POLICY_REATTEMPT
 RESCHEDULE = order_service_pb2.FAILURE_POLICY_RESCHEDULE
@@ -98,7 +99,9 @@ async def report_failed_attempt(
         )
         policy, why = policy_for(ctx.settings, attempt.reason, row["attempt"])
         row = await _apply_policy(ctx, conn, row, policy, why)
+        changed = await route_versions.after_failure(ctx, conn, row)
     ctx.wake_outbox()
+    await route_versions.push_current(ctx, changed, "failed_attempt")
     return order_store.order_message(row), policy
 
 
@@ -119,6 +122,7 @@ def _evidence(attempt: Attempt, number: int) -> dict[str, Any]:
 
 async def _apply_policy(ctx: DispatchContext, conn: Any, row: Row, policy: int, why: str) -> Row:
     name = order_service_pb2.FailurePolicy.Name(policy).removeprefix("FAILURE_POLICY_")
+    decisions.record("failure_policy", name)
     details: Mapping[str, Any] = {"policy": name, "why": why}
     if policy == REATTEMPT:
         row, _ = await order_store.apply_change(
@@ -146,7 +150,13 @@ async def _apply_policy(ctx: DispatchContext, conn: Any, row: Row, policy: int, 
         )
         return row
     row, _ = await order_store.apply_change(
-        conn, row, "returned_to_origin", order_store.SYSTEM, sm.RETURNED, details=details
+        conn,
+        row,
+        "returned_to_origin",
+        order_store.SYSTEM,
+        sm.RETURNED,
+        changes=ended_changes(ctx.settings),
+        details=details,
     )
     return row
 

@@ -35,9 +35,9 @@ from lastmile.dispatch.v1 import dispatch_pb2
 
 from core import live_state_keys as keys
 from core.geo import LatLng
-from core.roads import Matrix, RoadNetwork
+from core.roads import Matrix, RoadNetwork, graph_exists
 from core.settings import Settings
-from dispatch import matching, offers
+from dispatch import matching, offers, origin_orders
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.convert import now
@@ -147,7 +147,8 @@ class InstantDispatcher:
     async def _count_pending(self) -> int:
         async with self._ctx.database.pool.acquire() as conn:
             count = await conn.fetchval(
-                "SELECT count(*) FROM orders WHERE status = $1 AND kind = $2 AND fleet = $3",
+                "SELECT count(*) FROM orders o WHERE o.status = $1 AND o.kind = $2"
+                f" AND o.fleet = $3 AND {origin_orders.DISPATCHABLE_SQL}",
                 sm.PENDING,
                 dispatch_pb2.ORDER_KIND_INSTANT,
                 dispatch_pb2.FLEET_KIND_INTERNAL,
@@ -167,10 +168,14 @@ class InstantDispatcher:
 
     async def _pending_orders(self) -> list[PendingOrder]:
         async with self._ctx.database.pool.acquire() as conn:
+            # Ready for pickup: when the pickup window opens or its origin expects it ready,
+            # whichever is later; orders their origin has not accepted wait.
             rows = await conn.fetch(
-                "SELECT order_id, tenant_id, pickup_lat, pickup_lng, drop_off_lat, drop_off_lng,"
-                " pickup_start, created_at FROM orders WHERE status = $1 AND kind = $2 AND fleet = $3"
-                " ORDER BY created_at LIMIT $4",
+                "SELECT o.order_id, o.tenant_id, o.pickup_lat, o.pickup_lng, o.drop_off_lat,"
+                f" o.drop_off_lng, GREATEST(o.pickup_start, {origin_orders.READY_AT_SQL})"
+                " AS pickup_start, o.created_at FROM orders o WHERE o.status = $1 AND o.kind = $2"
+                f" AND o.fleet = $3 AND {origin_orders.DISPATCHABLE_SQL}"
+                " ORDER BY o.created_at LIMIT $4",
                 sm.PENDING,
                 dispatch_pb2.ORDER_KIND_INSTANT,
                 dispatch_pb2.FLEET_KIND_INTERNAL,
@@ -210,12 +215,18 @@ class InstantDispatcher:
                 driver_id=assignment.driver_id,
                 order_ids=assignment.order_ids,
                 added_distance_m=_distance(table, points, candidates, assignment, jobs),
-                added_duration_s=assignment.pickup_s + assignment.tour_s,
+                added_duration_s=assignment.pickup_s + assignment.wait_s + assignment.tour_s,
                 details={
                     "score": assignment.score,
                     "pickup_s": assignment.pickup_s,
                     "batched": len(assignment.order_ids) > 1,
                     "saving_s": assignment.saving_s,
+                    "wait_s": assignment.wait_s,
+                    # Seconds from the offer, per order: at its pickup / picking it up.
+                    "arrival_s": dict(zip(assignment.order_ids, assignment.arrival_s, strict=True)),
+                    "pickup_at_s": dict(
+                        zip(assignment.order_ids, assignment.pickup_at_s, strict=True)
+                    ),
                 },
             )
             offered += len(await offers.make_offer(self._ctx, plan))
@@ -282,7 +293,7 @@ class InstantDispatcher:
 def _open_roads(path: Path) -> RoadNetwork | None:
     """The road network, None (and instant dispatch off, logged) when there is no graph: the
     rest of the dispatch process works without one."""
-    if not path.with_suffix(".osrm.partition").exists() and not path.exists():
+    if not graph_exists(path):
         log.error("instant dispatch off: no road graph at %s", path)
         return None
     return RoadNetwork(path)
@@ -304,7 +315,8 @@ def _live(state: dict[Any, Any], settings: Settings) -> LatLng | None:
 
 
 def _ready_in(pickup_start: dt.datetime | None, current: dt.datetime) -> float:
-    """Seconds until the order is ready for pickup (its pickup window's start), at least 0."""
+    """Seconds until the order is ready for pickup (the later of its pickup window's start and
+    its origin's ready_at), at least 0."""
     if pickup_start is None:
         return 0.0
     return max(0.0, (pickup_start - current).total_seconds())

@@ -12,10 +12,15 @@ One micro-batch is matched in two steps, both deterministic (inputs are sorted b
    driver per round. The cost of giving bundle b to driver d, in weighted seconds, is::
 
        pickup_weight * drive(d -> first pickup of b)
-     + wait_weight * max(0, ready_in(b) - drive)     # driver idling at the kitchen
+     + wait_weight * wait(d, b)                      # driver idling at the kitchens
      + spread_s * load(d)                            # free drivers first
      - batch_bonus * saving(b)                       # cheaper tours preferred
      - age_weight * waiting(b)                       # older orders first when drivers are few
+
+   No pickup is planned before its order is ready (:func:`pickup_schedule`): the driver
+   reaches the bundle's pickups one after the other and picks each order up at the later of
+   its arrival and the order's ready time (its origin's ``ready_at`` or the pickup window's
+   start); ``wait`` is the sum of those waits, and each delays the stops after it.
 
    A pair is infeasible when the driver is excluded for an order of the bundle (declined or
    let an offer expire), carries ``max_load`` orders already, or is unreachable / farther
@@ -30,6 +35,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ortools.graph.python import linear_sum_assignment
 
@@ -94,6 +100,27 @@ class Assignment:
     pickup_s: float
     tour_s: float
     saving_s: float
+    # Seconds the driver would wait at the pickups for orders not ready yet (sum).
+    wait_s: float = 0.0
+    # Per order of ``order_ids``: seconds from now until the driver reaches its pickup, and
+    # until it picks it up (never before the order is ready).
+    arrival_s: tuple[float, ...] = ()
+    pickup_at_s: tuple[float, ...] = ()
+
+
+class PickupSchedule(NamedTuple):
+    """When a driver reaches each pickup of a bundle and picks the order up (seconds from
+    now), and the total wait."""
+
+    arrivals: tuple[float, ...]
+    pickups: tuple[float, ...]
+    wait_s: float
+
+
+class _Priced(NamedTuple):
+    cost: float
+    drive_s: float
+    schedule: PickupSchedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +259,7 @@ def _assign(
     """Bundles x drivers as a square assignment problem (dummy rows/columns pad it)."""
     size = max(len(bundles), len(candidates))
     solver = linear_sum_assignment.SimpleLinearSumAssignment()
-    costs: dict[tuple[int, int], tuple[float, float]] = {}
+    costs: dict[tuple[int, int], _Priced] = {}
     for b, bundle in enumerate(bundles):
         for c, candidate in enumerate(candidates):
             priced = _price(geometry, jobs, bundle, c, candidate, weights, excluded)
@@ -241,7 +268,7 @@ def _assign(
     for row in range(size):
         for col in range(size):
             if (row, col) in costs:
-                cost = FEASIBLE_OFFSET + round(costs[(row, col)][0] * COST_SCALE)
+                cost = FEASIBLE_OFFSET + round(costs[(row, col)].cost * COST_SCALE)
             elif row < len(bundles) and col < len(candidates):
                 cost = INFEASIBLE_COST
             else:
@@ -254,16 +281,19 @@ def _assign(
         c = solver.right_mate(b)
         if (b, c) not in costs:
             continue  # matched to a dummy or an infeasible driver: waits for the next round
-        score, pickup_s = costs[(b, c)]
+        priced = costs[(b, c)]
         result.append(
             Assignment(
                 driver_id=candidates[c].driver_id,
                 order_ids=tuple(jobs[i].order_id for i in bundle.jobs),
                 drop_off_order=tuple(jobs[i].order_id for i in bundle.drop_offs or bundle.jobs),
-                score=round(score, 1),
-                pickup_s=round(pickup_s, 1),
+                score=round(priced.cost, 1),
+                pickup_s=round(priced.drive_s, 1),
                 tour_s=round(bundle.tour_s, 1),
                 saving_s=round(bundle.saving_s, 1),
+                wait_s=round(priced.schedule.wait_s, 1),
+                arrival_s=tuple(round(t, 1) for t in priced.schedule.arrivals),
+                pickup_at_s=tuple(round(t, 1) for t in priced.schedule.pickups),
             )
         )
     return sorted(result, key=lambda a: a.driver_id)
@@ -277,8 +307,9 @@ def _price(
     candidate: Candidate,
     weights: Weights,
     excluded: Mapping[str, frozenset[str]],
-) -> tuple[float, float] | None:
-    """(cost, drive to the first pickup) of the pair; None when infeasible."""
+) -> _Priced | None:
+    """Cost, drive to the first pickup and pickup schedule of the pair; None when
+    infeasible."""
     # A bundle may fill a free driver beyond max_load; a busy one only up to it.
     if candidate.load >= weights.max_load or (
         candidate.load > 0 and candidate.load + len(bundle.jobs) > weights.max_load
@@ -289,12 +320,41 @@ def _price(
     drive = geometry.get(column, geometry.pickup(bundle.jobs[0]))
     if drive is None or drive > weights.max_pickup_s:
         return None
-    ready = max(jobs[i].ready_in_s for i in bundle.jobs)
+    legs = [
+        geometry.get(geometry.pickup(a), geometry.pickup(b))
+        for a, b in itertools.pairwise(bundle.jobs)
+    ]
+    if any(leg is None for leg in legs):
+        return None
+    schedule = pickup_schedule(
+        drive, [leg or 0.0 for leg in legs], [jobs[i].ready_in_s for i in bundle.jobs]
+    )
     cost = (
         weights.pickup_weight * drive
-        + weights.wait_weight * max(0.0, ready - drive)
+        + weights.wait_weight * schedule.wait_s
         + weights.spread_s * candidate.load
         - weights.batch_bonus * bundle.saving_s
         - weights.age_weight * max(jobs[i].waiting_s for i in bundle.jobs)
     )
-    return cost, drive
+    return _Priced(cost, drive, schedule)
+
+
+def pickup_schedule(
+    drive_s: float, legs_s: Sequence[float], ready_in_s: Sequence[float]
+) -> PickupSchedule:
+    """Arrival and pickup at each pickup of a bundle, in seconds from now: the driver reaches
+    the first after ``drive_s`` and each next one ``legs_s`` later, and picks each order up
+    at the later of its arrival and its ``ready_in_s`` (never before it is ready); waiting
+    delays everything after it."""
+    if len(legs_s) != len(ready_in_s) - 1:
+        raise ValueError("legs_s must hold one leg between each two pickups")
+    arrivals: list[float] = []
+    pickups: list[float] = []
+    at = drive_s
+    for k, ready in enumerate(ready_in_s):
+        if k:
+            at = pickups[-1] + legs_s[k - 1]
+        arrivals.append(at)
+        pickups.append(max(at, ready))
+    wait = sum(p - a for a, p in zip(arrivals, pickups, strict=True))
+    return PickupSchedule(tuple(arrivals), tuple(pickups), wait)

@@ -6,7 +6,8 @@ PostgreSQL with the driver recorded. Whoever resolves an offer first (the driver
 the expiry sweeper) takes it with one atomic GETDEL; the other finds nothing and does
 nothing, so replayed answers and a sweeper racing an answer are harmless.
 
-- accept -> each order OFFERED to this driver -> ASSIGNED;
+- accept -> each order OFFERED to this driver -> ASSIGNED, its pickup and drop-off put on
+  the driver's route (:mod:`dispatch.route_insert`) and the new version pushed;
 - reject -> back to PENDING, the driver excluded for those orders (:func:`excluded_key`),
   re-offered to the next best driver by the next round;
 - expiry -> the same as a reject, plus OfferWithdrawn to the driver.
@@ -28,8 +29,8 @@ from typing import Any
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
-from core.driver_commands import send_command
-from dispatch import order_store
+from core.driver_commands import offer_key, send_command
+from dispatch import decisions, order_store, route_insert, route_versions
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.convert import now, to_timestamp
@@ -40,11 +41,6 @@ log = logging.getLogger(__name__)
 EXPIRY_INDEX = "lastmile:instant:offer-expiry"
 # How long a driver stays excluded from an order it declined or let expire.
 EXCLUSION_TTL_S = 24 * 3600
-
-
-def offer_key(offer_id: str) -> str:
-    """The offer's JSON value: driver, tenant, order ids, expiry (epoch ms)."""
-    return f"lastmile:instant:offer:{offer_id}"
 
 
 def excluded_key(order_id: str) -> str:
@@ -111,6 +107,7 @@ async def make_offer(ctx: DispatchContext, plan: OfferPlan) -> list[str]:
         added_duration_s=plan.added_duration_s,
     )
     await send_command(ctx.bus, plan.driver_id, driver_service_pb2.ConnectResponse(offer=offer))
+    decisions.record("offer", "made", 1 if rows else 0)
     return [r["order_id"] for r in rows]
 
 
@@ -223,18 +220,31 @@ async def _resolve(
 ) -> None:
     driver_id = str(record["driver_id"])
     order_ids: Sequence[str] = record["order_ids"]
+    decisions.record("offer", event_type)
     await ctx.bus.redis.zrem(EXPIRY_INDEX, offer_id)
     details = {"offer_id": offer_id, "driver_id": driver_id, "reason": reason}
+    route_id = ""
     async with ctx.database.pool.acquire() as conn, conn.transaction():
+        rows = []
         for order_id in order_ids:
             row = await order_store.fetch_order_any_tenant(conn, order_id, lock=True)
             if row is None or row["status"] != sm.OFFERED or row["driver_id"] != driver_id:
                 continue  # cancelled or moved on meanwhile
-            changes = {} if target == sm.ASSIGNED else {"driver_id": None}
+            rows.append(row)
+        if target == sm.ASSIGNED and rows:
+            # Accepted: the orders become stops of the driver's route (dispatch.route_insert).
+            route = await route_insert.place_orders(
+                ctx, conn, rows[0]["tenant_id"], driver_id, rows
+            )
+            route_id = route["route_id"]
+        changes = {"route_id": route_id} if target == sm.ASSIGNED else {"driver_id": None}
+        for row in rows:
             await order_store.apply_change(
                 conn, row, event_type, actor, to_status=target, changes=changes, details=details
             )
     ctx.wake_outbox()
+    if route_id:
+        await route_versions.push_current(ctx, [route_id], "offer_accepted")
     if target == sm.PENDING:
         pipe = ctx.bus.redis.pipeline(transaction=False)
         for order_id in order_ids:

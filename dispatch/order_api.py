@@ -12,6 +12,7 @@ from core.auth import Role, require
 from core.errors import PermissionDenied
 from dispatch import changes, failures, order_store, orders, outbox
 from dispatch.context import DispatchContext
+from dispatch.tracking_links import revoke_tracking_token
 
 STAFF = (Role.DISPATCHER, Role.SERVICE)
 Context = Any  # grpc.aio.ServicerContext; the handlers do not use it
@@ -100,6 +101,12 @@ class OrderHandlers:
             self._ctx, principal.tenant_id, attempt, orders.actor_of(principal)
         )
         return pb.ReportFailedAttemptResponse(order=order, applied_policy=policy)  # type: ignore[arg-type]
+
+    async def RevokeTrackingToken(
+        self, request: pb.RevokeTrackingTokenRequest, context: Context
+    ) -> pb.RevokeTrackingTokenResponse:
+        """End the order's customer tracking link at once, optionally issuing a new one."""
+        return await revoke_tracking_token(self._ctx, require(*STAFF), request)
 
     async def _check_driver(self, tenant_id: str, driver_id: str, order_id: str) -> None:
         async with self._ctx.database.pool.acquire() as conn:

@@ -43,6 +43,12 @@ CHANGEABLE = frozenset(
         "split_explanation",
         "provider_external_id",
         "provider_status",
+        # An origin's rejection moves the order to a fallback origin (dispatch.origin_reroute).
+        "origin_id",
+        "pickup_address",
+        "pickup_lat",
+        "pickup_lng",
+        "area_id",
     }
 )
 

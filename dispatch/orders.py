@@ -21,17 +21,20 @@ from core.auth import (
 from core.driver_commands import send_command
 from core.errors import AlreadyExists, InvalidArgument
 from core.settings import Settings
-from dispatch import areas, order_store, paging
+from dispatch import areas, decisions, order_store, origin_orders, paging, route_versions
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.convert import (
+    check_access_notes,
     check_instructions,
     check_position,
     message_json,
     now,
     window_bounds,
 )
+from dispatch.decisions import fleet_name
 from dispatch.order_store import Actor
+from dispatch.tracking_links import ended_changes
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -65,6 +68,8 @@ def _check_create(request: order_service_pb2.CreateOrderRequest) -> None:
     if not order.origin_id:
         check_position(order.pickup_address.location, "order.pickup_address.location")
     check_instructions(order.instructions)
+    check_access_notes(order.pickup_address, "order.pickup_address")
+    check_access_notes(order.drop_off_address, "order.drop_off_address")
 
 
 async def create_order(
@@ -96,6 +101,7 @@ async def create_order(
             return _replay(dict(existing), digest, request.idempotency_key)
         pickup = await areas.pickup_of(conn, principal.tenant_id, order)
         decision = await areas.decide_split(conn, principal.tenant_id, order_id, order.kind, pickup)
+        decisions.record("split", fleet_name(decision.fleet))
         row = await conn.fetchrow(
             "INSERT INTO orders (order_id, tenant_id, idempotency_key, request_digest,"
             " external_ref, kind, status, origin_id, pickup_address, pickup_lat, pickup_lng,"
@@ -152,6 +158,8 @@ async def create_order(
         await order_store.insert_event(
             conn, dict(row), 1, "created", 0, sm.PENDING, actor_of(principal), details
         )
+        if row["origin_id"]:  # its origin decides before it is dispatched
+            await origin_orders.open_decision(conn, ctx.settings, dict(row))
     ctx.wake_outbox()
     message = order_store.order_message(row)
     message.tracking_token = token
@@ -236,7 +244,8 @@ async def list_orders(
 async def cancel_order(
     ctx: DispatchContext, principal: Principal, request: order_service_pb2.CancelOrderRequest
 ) -> dispatch_pb2.Order:
-    """CancelOrder: only before pickup (FAILED_PRECONDITION after); the driver is told."""
+    """CancelOrder: only before pickup (FAILED_PRECONDITION after); the driver is told, and
+    gets the route without the order's stops."""
     async with ctx.database.pool.acquire() as conn, conn.transaction():
         row = await order_store.fetch_order(conn, principal.tenant_id, request.order_id, lock=True)
         row, _ = await order_store.apply_change(
@@ -245,8 +254,10 @@ async def cancel_order(
             "cancelled",
             actor_of(principal),
             sm.CANCELLED,
+            changes=ended_changes(ctx.settings),
             details={"reason": request.reason},
         )
+        left = await route_versions.remove_orders(ctx, conn, [row["order_id"]])
     ctx.wake_outbox()
     if row["driver_id"]:
         command = driver_service_pb2.ConnectResponse(
@@ -255,4 +266,5 @@ async def cancel_order(
             )
         )
         await send_command(ctx.bus, row["driver_id"], command)
+    await route_versions.push_current(ctx, left, "cancelled")
     return order_store.order_message(row)

@@ -132,13 +132,11 @@ def _nodes(
     return nodes, points, owners
 
 
-def _matrix(roads: RoadNetwork, points: Sequence[LatLng]) -> tuple[np.ndarray, np.ndarray]:
-    table = roads.table(points)
-
-    def dense(rows: tuple[tuple[float | None, ...], ...]) -> np.ndarray:
-        return np.array([[NO_ROAD_S if v is None else v for v in row] for row in rows])
-
-    return dense(table.durations_s), dense(table.distances_m)
+def durations(roads: RoadNetwork, points: Sequence[LatLng]) -> np.ndarray:
+    """The OSRM duration matrix of ``points`` (the solvers' time and cost), pairs with no road
+    between them priced out."""
+    table = roads.table(points, distances=False)
+    return np.array([[NO_ROAD_S if v is None else v for v in row] for row in table.durations_s])
 
 
 def _plan_group(
@@ -150,7 +148,7 @@ def _plan_group(
 ) -> tuple[list[PlannedRoute], set[str]]:
     """Routes for one group and the order ids they serve."""
     nodes, points, owners = _nodes(orders, drivers)
-    duration, _distance = _matrix(roads, points)
+    duration = durations(roads, points)
     vehicles = [
         Vehicle(k, k, d.capacity, d.shift[0], d.shift[1], d.breaks) for k, d in enumerate(drivers)
     ]

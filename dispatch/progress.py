@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from dispatch import order_store
+from dispatch import order_store, route_store
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.convert import now
@@ -78,5 +78,16 @@ async def advance(
             row, _ = await order_store.apply_change(
                 conn, row, sm.name(step).lower(), actor, step, changes, extra
             )
+        await route_store.complete_order_stops(conn, order_id, passed_stops(row["status"]))
     ctx.wake_outbox()
     return True
+
+
+def passed_stops(status: int) -> tuple[int, ...]:
+    """Kinds of the order's route stops the driver is past once the order is at ``status``
+    (marked completed, so later route versions do not send the driver back there)."""
+    if status == sm.DELIVERED:
+        return (route_store.PICKUP, route_store.DROP_OFF)
+    if status in (sm.PICKED_UP, sm.NEARBY):
+        return (route_store.PICKUP,)
+    return ()

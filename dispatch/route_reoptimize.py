@@ -16,18 +16,17 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 from lastmile.dispatch.v1 import dispatch_service_pb2 as pb
 
 from core.errors import FailedPrecondition, InvalidArgument
 from core.geo import LatLng
 from core.roads import RoadNetwork
-from dispatch import order_store, route_store, routes
+from dispatch import order_store, route_read, route_store, route_versions, routes
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.convert import now
 from dispatch.order_store import Row
-from dispatch.planning import NO_ROAD_S
+from dispatch.planning import durations
 from dispatch.route_store import DROP_OFF, PICKUP, StopRow
 from dispatch.solver.reoptimize import NewOrder, Reoptimized, RouteUnderWay, Stop, StopKind
 from dispatch.solver.reoptimize import reoptimize as insert_orders
@@ -51,12 +50,6 @@ def solver_stop(stop: StopRow, index: int, start: dt.datetime, orders: dict[str,
         service=float(stop.service_time_s),
         load=units if pickup else -units,
     )
-
-
-def durations(roads: RoadNetwork, points: Sequence[LatLng]) -> np.ndarray:
-    """The OSRM duration matrix of ``points``, unreachable pairs priced out."""
-    table = roads.table(points)
-    return np.array([[NO_ROAD_S if v is None else v for v in row] for row in table.durations_s])
 
 
 def solve(
@@ -146,6 +139,10 @@ async def reoptimize_route_rpc(
         route = await route_store.bump_version(conn, route["route_id"], road)
         await routes.assign_orders(conn, tenant_id, inserted, route, actor)
     ctx.wake_outbox()
-    message = await routes.read_route(ctx, tenant_id, route_id=route["route_id"])
-    await routes.push_route(ctx, message, "reoptimized")
+    # Legs from where the driver is, as every pushed version (dispatch.route_versions).
+    message = await route_versions.current_message(ctx, route["route_id"])
+    if message is None:  # retired by a new wave meanwhile: answer with what was stored
+        message = await route_read.read_route(ctx, tenant_id, route_id=route["route_id"])
+    else:
+        await routes.push_route(ctx, message, "reoptimized")
     return pb.ReoptimizeRouteResponse(route=message, rejected_order_ids=result.rejected)

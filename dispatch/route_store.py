@@ -161,6 +161,41 @@ async def bump_version(conn: Conn, route_id: str, road: RoadRoute | None) -> Row
     return dict(row)
 
 
+async def touch_version(conn: Conn, route_id: str) -> Row:
+    """Version + 1 with the stops and totals unchanged (what an order of the route shows the
+    driver changed, e.g. its instructions)."""
+    row = await conn.fetchrow(
+        "UPDATE routes SET version = version + 1, updated_at = now() WHERE route_id = $1"
+        " RETURNING *",
+        route_id,
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def complete_order_stops(conn: Conn, order_id: str, kinds: Sequence[int]) -> None:
+    """Mark the order's stops of these kinds completed (the driver is past them)."""
+    if kinds:
+        await conn.execute(
+            "UPDATE route_stops SET completed_at = now() WHERE order_id = $1"
+            " AND kind = ANY($2::smallint[]) AND completed_at IS NULL",
+            order_id,
+            list(kinds),
+        )
+
+
+async def complete_stop(conn: Conn, stop_id: str, driver_id: str) -> bool:
+    """Mark one stop of the driver's active route completed; whether it was its stop."""
+    done = await conn.fetchval(
+        "UPDATE route_stops s SET completed_at = now() FROM routes r"
+        " WHERE s.stop_id = $1 AND r.route_id = s.route_id AND r.driver_id = $2 AND r.active"
+        " AND s.completed_at IS NULL RETURNING s.stop_id",
+        stop_id,
+        driver_id,
+    )
+    return done is not None
+
+
 async def orders_by_id(conn: Conn, order_ids: Sequence[str]) -> dict[str, Row]:
     """Order rows by id (for the stops' addresses and instructions)."""
     rows = await conn.fetch("SELECT * FROM orders WHERE order_id = ANY($1)", list(set(order_ids)))
@@ -182,9 +217,12 @@ def stop_message(stop: StopRow, order: Row | None) -> route_pb2.Stop:
     if window is not None:
         message.window.CopyFrom(window)
     if order is not None:
-        address = "pickup_address" if stop.kind == PICKUP else "drop_off_address"
+        # A return goes back to where the order was picked up.
+        back = stop.kind in (PICKUP, route_pb2.STOP_KIND_RETURN)
+        address = "pickup_address" if back else "drop_off_address"
         message_from_json(order[address], message.address)
         message.address.location.CopyFrom(message.location)
+        message.access_notes = message.address.access_notes
         message_from_json(order["instructions"], message.instructions)
     return message
 
@@ -251,4 +289,6 @@ def route_message(
         distance_m=route["distance_m"],
         duration_s=route["duration_s"],
         planned_start=to_timestamp(route["planned_start"]),
+        acked_version=route.get("acked_version") or 0,
+        acked_at=to_timestamp(route.get("acked_at")),
     )

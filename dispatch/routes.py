@@ -24,18 +24,16 @@ from google.protobuf.duration_pb2 import Duration
 from lastmile.common.v1 import route_pb2
 from lastmile.dispatch.v1 import dispatch_pb2
 from lastmile.dispatch.v1 import dispatch_service_pb2 as pb
-from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
 from core import live_state_keys as keys
 from core.auth import Role, require
 from core.bus import Bus
-from core.driver_commands import send_command
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.geo import LatLng
 from core.roads import NoRoute, RoadNetwork
 from core.roads import Route as RoadRoute
 from core.settings import Settings
-from dispatch import order_store, route_store
+from dispatch import decisions, order_store, origin_orders, route_push, route_store
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.convert import now, to_datetime
@@ -160,8 +158,9 @@ async def load_drivers(
 
 
 async def load_orders(conn: Conn, tenant_id: str, order_ids: Sequence[str]) -> dict[str, Row]:
-    """The given orders (each must be the tenant's and pending), or every pending planned
-    order of the tenant when none are given."""
+    """The given orders (each must be the tenant's, pending and accepted by its origin, if
+    any), or every such pending planned order of the tenant when none are given; each with
+    its origin's ``ready_at`` (origin_orders.ready_for_planning)."""
     if not order_ids:
         rows = await conn.fetch(
             "SELECT * FROM orders WHERE tenant_id = $1 AND status = $2 AND kind = $3",
@@ -169,7 +168,8 @@ async def load_orders(conn: Conn, tenant_id: str, order_ids: Sequence[str]) -> d
             sm.PENDING,
             dispatch_pb2.ORDER_KIND_PLANNED,
         )
-        return {r["order_id"]: dict(r) for r in rows}
+        everyone = {r["order_id"]: dict(r) for r in rows}
+        return await origin_orders.ready_for_planning(conn, everyone, strict=False)
     found = {}
     for order_id in dict.fromkeys(order_ids):
         row = await order_store.fetch_order(conn, tenant_id, order_id)
@@ -178,7 +178,7 @@ async def load_orders(conn: Conn, tenant_id: str, order_ids: Sequence[str]) -> d
                 f"order {order_id!r} is {sm.name(row['status'])}: only pending orders are planned"
             )
         found[order_id] = row
-    return found
+    return await origin_orders.ready_for_planning(conn, found, strict=True)
 
 
 def wave_order(row: Row, start: dt.datetime) -> WaveOrder:
@@ -189,7 +189,7 @@ def wave_order(row: Row, start: dt.datetime) -> WaveOrder:
         drop_off=LatLng(row["drop_off_lat"], row["drop_off_lng"]),
         drop_off_window=window_s(start, (row["drop_off_start"], row["drop_off_end"])),
         pickup=LatLng(row["pickup_lat"], row["pickup_lng"]),
-        pickup_window=window_s(start, (row["pickup_start"], row["pickup_end"])),
+        pickup_window=window_s(start, origin_orders.pickup_bounds(row)),
         units=row["size_units"],
         service_s=float(SERVICE_S),
     )
@@ -203,7 +203,10 @@ def stop_row(kind: int, order: Row, stop_id: str = "") -> StopRow:
         kind=kind,
         order_id=order["order_id"],
         location=LatLng(order[f"{prefix}_lat"], order[f"{prefix}_lng"]),
-        window=(order[f"{prefix}_start"], order[f"{prefix}_end"]),
+        # A pickup waits for the origin's ready time too (pickup_bounds).
+        window=origin_orders.pickup_bounds(order)
+        if kind == PICKUP
+        else (order[f"{prefix}_start"], order[f"{prefix}_end"]),
         service_time_s=SERVICE_S,
     )
 
@@ -285,11 +288,8 @@ async def assign_orders(
 
 
 async def push_route(ctx: DispatchContext, route: route_pb2.Route, reason: str) -> None:
-    """Send the route to its driver's app."""
-    update = driver_pb2.RouteUpdate(route=route, reason=reason)
-    await send_command(
-        ctx.bus, route.driver_id, driver_service_pb2.ConnectResponse(route_update=update)
-    )
+    """Send the route to its driver's app (mirrored first: :mod:`dispatch.route_push`)."""
+    await route_push.publish(ctx, route, reason)
 
 
 async def plan_wave_rpc(ctx: DispatchContext, request: pb.PlanWaveRequest) -> pb.PlanWaveResponse:
@@ -312,6 +312,8 @@ async def plan_wave_rpc(ctx: DispatchContext, request: pb.PlanWaveRequest) -> pb
         raise FailedPrecondition(f"no feasible plan: {exc}") from exc
     depots = {d.driver_id: d.depot for d in drivers}
     response = pb.PlanWaveResponse(unassigned_order_ids=plan.unassigned)
+    decisions.record("wave", "unassigned", len(plan.unassigned))
+    decisions.record("wave", "assigned", len({s.order_id for r in plan.routes for s in r.stops}))
     for planned in plan.routes:
         route = await _store_planned(ctx, tenant_id, actor, planned, orders, depots, start)
         await push_route(ctx, route, "planned")
@@ -355,27 +357,3 @@ async def driver_depot(conn: Conn, driver_id: str) -> LatLng | None:
     if row is None or row["depot_lat"] is None:
         return None
     return LatLng(row["depot_lat"], row["depot_lng"])
-
-
-async def read_route(
-    ctx: DispatchContext, tenant_id: str, route_id: str = "", driver_id: str = ""
-) -> route_pb2.Route:
-    """The stored route as a message, legs from the driver's depot (or the first stop)
-    computed on read."""
-    async with ctx.database.pool.acquire() as conn:
-        route = await route_store.fetch_route(conn, tenant_id, route_id, driver_id)
-        stops = await route_store.fetch_stops(conn, route["route_id"])
-        orders = await route_store.orders_by_id(conn, [s.order_id for s in stops if s.order_id])
-        depot = await driver_depot(conn, route["driver_id"])
-    road = await asyncio.to_thread(drive, road_network(ctx.settings), depot, stops)
-    return route_store.route_message(route, stops, orders, road)
-
-
-async def get_route_rpc(ctx: DispatchContext, request: pb.GetRouteRequest) -> pb.GetRouteResponse:
-    """GetRoute: by route id, or the driver's active route; tenant-scoped."""
-    tenant_id = require(Role.DISPATCHER, Role.SERVICE).tenant_id
-    key = request.WhichOneof("key")
-    if key is None or not getattr(request, key):
-        raise InvalidArgument("route_id or driver_id is required")
-    route = await read_route(ctx, tenant_id, route_id=request.route_id, driver_id=request.driver_id)
-    return pb.GetRouteResponse(route=route)

@@ -15,6 +15,8 @@ from core.runtime import Servicer
 from dispatch.admin_api import DispatchAdminHandlers, OriginHandlers
 from dispatch.context import DispatchContext
 from dispatch.order_api import OrderHandlers
+from dispatch.origin_api import OriginOrderHandlers
+from dispatch.webhooks.api import WebhookHandlers
 
 
 class Orders(OrderHandlers, order_service_pb2_grpc.OrderServiceServicer):
@@ -25,11 +27,12 @@ class Dispatch(DispatchAdminHandlers, dispatch_service_pb2_grpc.DispatchServiceS
     """Waves, routes, re-optimization, areas, providers, drivers."""
 
 
-class Origins(OriginHandlers, origin_service_pb2_grpc.OriginServiceServicer):
-    """Origin-facing API: incoming orders, accept/reject, preparation, ready."""
+class Origins(OriginHandlers, OriginOrderHandlers, origin_service_pb2_grpc.OriginServiceServicer):
+    """Origin-facing API: incoming orders, accept/reject, preparation, ready (both mixins keep
+    the context as ``_ctx``)."""
 
 
-class Webhooks(integration_service_pb2_grpc.WebhookServiceServicer):
+class Webhooks(WebhookHandlers, integration_service_pb2_grpc.WebhookServiceServicer):
     """Integrator webhooks and their delivery log."""
 
 
@@ -47,12 +50,12 @@ def components(ctx: DispatchContext) -> list[Servicer]:
             dispatch_service_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
         ),
         Servicer(
-            Origins(ctx),  # type: ignore[abstract]
+            Origins(ctx),
             origin_service_pb2_grpc.add_OriginServiceServicer_to_server,
             origin_service_pb2.DESCRIPTOR.services_by_name["OriginService"].full_name,
         ),
         Servicer(
-            Webhooks(),  # type: ignore[abstract]
+            Webhooks(ctx),
             integration_service_pb2_grpc.add_WebhookServiceServicer_to_server,
             integration_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
         ),

@@ -1,6 +1,7 @@
 """The wave planner's schedule: every ``wave_interval_s`` it plans, per tenant, the pending
-planned orders whose drop-off window opens within ``wave_horizon_s`` onto the tenant's free
-drivers, through the same use case as DispatchService.PlanWave.
+planned orders whose drop-off window opens within ``wave_horizon_s`` (and whose origin, if
+any, accepted them) onto the tenant's free drivers, through the same use case as
+DispatchService.PlanWave.
 
 A free driver is active, has a depot (routes start and end there), no route under way and no
 order in hand. Orders left unassigned stay pending for the next wave. ``wave_interval_s`` 0
@@ -21,6 +22,7 @@ from lastmile.dispatch.v1 import dispatch_service_pb2 as pb
 
 from core.auth import Principal, Role, set_current_principal
 from core.errors import ServiceError
+from dispatch import origin_orders
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.routes import plan_wave_rpc
@@ -72,9 +74,11 @@ async def plan_due_waves(ctx: DispatchContext) -> int:
     horizon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ctx.settings.wave_horizon_s)
     async with ctx.database.pool.acquire() as conn:
         due = await conn.fetch(
-            "SELECT tenant_id, array_agg(order_id) AS orders FROM orders"
-            " WHERE status = $1 AND kind = $2 AND (drop_off_start IS NULL OR drop_off_start <= $3)"
-            " GROUP BY tenant_id",
+            "SELECT o.tenant_id, array_agg(o.order_id) AS orders FROM orders o"
+            " WHERE o.status = $1 AND o.kind = $2"
+            " AND (o.drop_off_start IS NULL OR o.drop_off_start <= $3)"
+            # Orders their origin has not accepted yet wait for a later wave.
+            f" AND {origin_orders.DISPATCHABLE_SQL} GROUP BY o.tenant_id",
             sm.PENDING,
             dispatch_pb2.ORDER_KIND_PLANNED,
             horizon,

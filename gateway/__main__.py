@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from core.bus import Bus
+from core.db import Database
 from core.runtime import Component, main
 from core.settings import Settings
 from gateway.commands import CommandRouter
@@ -13,11 +14,12 @@ from gateway.service import GatewayComponent
 
 
 async def build(settings: Settings) -> Sequence[Component]:
-    """Redis first (the ingest queue), then the enqueuer and command router, then the servicer."""
-    bus = Bus(settings)
+    """Storage first (PostgreSQL for the ownership checks of order events, Redis for the ingest
+    queue), then the enqueuer and command router, then the servicer."""
+    database, bus = Database(settings), Bus(settings)
     enqueuer = Enqueuer(bus, settings)
     router = CommandRouter(bus)
-    return [bus, enqueuer, router, GatewayComponent(settings, enqueuer, router)]
+    return [database, bus, enqueuer, router, GatewayComponent(settings, enqueuer, router, database)]
 
 
 if __name__ == "__main__":

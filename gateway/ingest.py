@@ -19,8 +19,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from lastmile.common.v1 import route_pb2
 from prometheus_client import Counter, Histogram
 
+from core import route_plans, topics
 from core.bus import Bus
 from core.settings import Settings
 
@@ -45,6 +47,13 @@ ROUND_SIZE = Histogram(
 )
 
 
+def _kind(stream: str) -> str:
+    """The ``kind`` label of a stream: every ping shard as one (``lastmile:pings``), other
+    streams by name (``lastmile:driver-events``)."""
+    pings = topics.ping_stream(0).rsplit(":", 1)[0]
+    return pings if stream.startswith(pings + ":") else stream
+
+
 def last_seq_key(driver_id: str) -> str:
     """Redis key holding the driver's highest durably accepted seq."""
     return f"lastmile:gateway:seq:{driver_id}"
@@ -58,6 +67,8 @@ class Outcome:
     last_seq: int
     #: Only for peeks: the stored tracking mode.
     mode: int | None = None
+    #: Only for peeks: the driver's current route version when it is not acknowledged.
+    route: route_pb2.Route | None = None
 
 
 @dataclass(slots=True)
@@ -119,13 +130,16 @@ class Enqueuer:
         self._queue.put_nowait(_Item(driver_id, seq, stream, flat, done))
         return await done
 
-    async def peek(self, driver_id: str, mode_key: str) -> tuple[int, int | None]:
-        """The driver's last accepted seq and stored tracking mode, batched like appends
-        (thousands of apps reconnecting at once share round trips and connections)."""
+    async def peek(
+        self, driver_id: str, mode_key: str
+    ) -> tuple[int, int | None, route_pb2.Route | None]:
+        """The driver's last accepted seq, stored tracking mode and unacknowledged route
+        version (core.route_plans), batched like appends (thousands of apps reconnecting at
+        once share round trips and connections)."""
         done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(driver_id, 0, "", [mode_key], done))
         outcome = await done
-        return outcome.last_seq, outcome.mode
+        return outcome.last_seq, outcome.mode, outcome.route
 
     async def _run(self) -> None:
         limit = self._settings.ingest_enqueue_batch
@@ -141,9 +155,10 @@ class Enqueuer:
         try:
             pipe = self._bus.redis.pipeline(transaction=False)
             for item in items:
-                if not item.stream:  # a peek: last seq and tracking mode
+                if not item.stream:  # a peek: last seq, tracking mode, route version
                     pipe.get(last_seq_key(item.driver_id))
                     pipe.get(item.fields[0])
+                    pipe.hmget(route_plans.plan_key(item.driver_id), route_plans.WELCOME_FIELDS)
                     continue
                 await self._script(
                     keys=[last_seq_key(item.driver_id), item.stream],
@@ -160,10 +175,15 @@ class Enqueuer:
         for item in items:
             reply = replies.pop(0)
             if not item.stream:
-                mode = replies.pop(0)
+                mode, plan = replies.pop(0), replies.pop(0)
                 if not item.done.done():
                     item.done.set_result(
-                        Outcome(False, int(reply or 0), None if mode is None else int(mode))
+                        Outcome(
+                            False,
+                            int(reply or 0),
+                            None if mode is None else int(mode),
+                            route_plans.route_if_unacked(plan),
+                        )
                     )
                 continue
             if item.done.done():  # the stream went away meanwhile
@@ -173,7 +193,7 @@ class Enqueuer:
                 continue
             appended, last = bool(int(reply[0])), int(reply[1])
             if appended:
-                ENQUEUED.labels(item.stream.rsplit(":", 1)[0]).inc()
+                ENQUEUED.labels(_kind(item.stream)).inc()
             else:
                 DUPLICATES.inc()
             item.done.set_result(Outcome(appended, last))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
+from core.inputs import nul_field
 from core.settings import Settings
 
 # google.rpc.Code values used in Reject.code.
@@ -20,6 +21,8 @@ INVALID_ARGUMENT = 3
 FAILED_PRECONDITION = 9
 # Sequence numbers are compared in a Redis Lua script, whose numbers are doubles.
 MAX_SEQ = 2**53
+# The largest route version there can be (routes.version is a PostgreSQL integer).
+MAX_ROUTE_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,10 @@ def check_event(
         return Refusal(FAILED_PRECONDITION, "Hello is only allowed as the first message")
     if kind == "locations":
         return check_batch(request.locations, settings, now_s)
+    nul = nul_field(getattr(request, kind), kind)
+    if nul is not None:
+        # PostgreSQL, where these events end up, cannot store NUL in text.
+        return _invalid(f"{nul} must not contain NUL characters")
     if kind == "status":
         if request.status.status == common_pb2.DRIVER_STATUS_UNSPECIFIED:
             return _invalid("status.status is unspecified")
@@ -141,7 +148,12 @@ def check_event(
             return _check_position(attempt.position, "failed_attempt.position")
         return None
     if kind == "route_ack":
-        return None if request.route_ack.route_id else _invalid("route_ack.route_id is empty")
+        if not request.route_ack.route_id:
+            return _invalid("route_ack.route_id is empty")
+        # Versions are stored as PostgreSQL integers: a larger one names no version.
+        if request.route_ack.version > MAX_ROUTE_VERSION:
+            return _invalid(f"route_ack.version is above {MAX_ROUTE_VERSION}")
+        return None
     return _invalid(f"unknown event {kind}")
 
 

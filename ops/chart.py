@@ -50,7 +50,7 @@ _FAIL_LOG = re.compile(r'funcMap fail message=("(?:[^"\\]|\\.)*")')
 _ERROR_SEVERITY = 3
 _SEVERITY = {1: "info", 2: "warning", 3: "error"}
 # Kinds of CRDs the chart may render; kubernetes-validate has only the built-in schemas.
-_CUSTOM_KINDS = {"ServiceMonitor"}
+_CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 _LINT_CHILD = """
 import asyncio, json, sys
 import helm_sdkpy
@@ -207,6 +207,7 @@ def expected_envoy_config(rendered: Render, namespace: str = "default") -> dict[
         hash_header=edge["consistentHashHeader"] or None,
         tls_cert="/etc/envoy/tls/tls.crt" if tls else None,
         tls_key="/etc/envoy/tls/tls.key" if tls else None,
+        max_request_bytes=int(edge["maxRequestBytes"]),
     )
     text = render_envoy_config(
         edge["port"],

@@ -1,6 +1,10 @@
-"""Build the OSRM road graph (car profile, MLD) from an ``.osm.pbf`` extract.
+"""Build the OSRM road graph (car profile, contraction hierarchies) from an ``.osm.pbf`` extract.
 
-The build runs ``python -m osrm extract | partition | customize`` with this interpreter, so
+CH rather than MLD: the platform never changes weights at run time (MLD's strength), and CH
+answers the tables that matching, planning and isochrone search make 2-5x faster (measured
+on Malta: 128 x 1 in 9 ms vs 22 ms, 60 x 60 in 10 ms vs 50 ms; routes the same).
+
+The build runs ``python -m osrm extract | contract`` with this interpreter, so
 the tools are the ones shipped in the same osrm-bindings wheel that later opens the graph.
 A marker file records the input's SHA-256 and the bindings' version: building again with the
 same input returns at once, a new extract or a new OSRM rebuilds.
@@ -23,7 +27,7 @@ import osrm
 
 MARKER = "graph.json"
 LOG = "build.log"
-PHASES = ("extract", "partition", "customize")
+PHASES = ("extract", "contract")
 
 Progress = Callable[[str], None]
 
@@ -56,7 +60,7 @@ def _fingerprint(pbf: Path) -> dict[str, str]:
         "pbf_sha256": _sha256(pbf),
         "osrm_bindings": importlib.metadata.version("osrm-bindings"),
         "profile": "car",
-        "algorithm": "MLD",
+        "algorithm": "CH",
     }
 
 

@@ -69,11 +69,16 @@ def edge_config(settings: Settings, path: Path, web: bool = False) -> Path:
     """Write and validate the Envoy config routing the edge to the services (and, with
     ``web``, every other path to the browser apps' server on ``settings.web_port``)."""
     upstreams = {name: settings.port_of(name) for name in SERVICES}
-    options = EdgeOptions(web_port=settings.web_port if web else None)
+    options = EdgeOptions(
+        web_port=settings.web_port if web else None,
+        max_request_bytes=settings.edge_max_request_bytes,
+        web_max_request_bytes=settings.edge_web_max_request_bytes,
+    )
+    origins = settings.edge_allowed_origins.split(",")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         render_envoy_config(
-            settings.edge_port, settings.edge_admin_port, upstreams, options=options
+            settings.edge_port, settings.edge_admin_port, upstreams, origins, options=options
         )
     )
     validate_config(path)

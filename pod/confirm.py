@@ -27,8 +27,9 @@ from core import topics
 from core.auth import Principal, delivery_code_matches
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
 from core.geo import LatLng
+from core.inputs import client_datetime
 from pod import checks as chk
-from pod import order_access
+from pod import order_access, proof_metrics
 from pod.context import PodContext, now
 from pod.evidence import examine, read_object
 from pod.order_access import OrderView
@@ -49,6 +50,7 @@ def check_request(request: Request) -> None:
         raise InvalidArgument("kind must be PHOTO, SIGNATURE or CONTACTLESS_QR")
     if not request.HasField("captured_at"):
         raise InvalidArgument("captured_at is required")
+    client_datetime(request.captured_at, "captured_at")
     position = request.position
     if not request.HasField("position") or not (
         math.isfinite(position.lat) and math.isfinite(position.lng)
@@ -197,6 +199,7 @@ async def confirm_proof(ctx: PodContext, principal: Principal, request: Request)
     order_access.require_deliverable(order)
     checks, data = await _gather_checks(ctx, order, request)
     verdict = chk.decide(checks, ctx.policies)
+    proof_metrics.observe(checks, verdict)
     if verdict.rejected:
         raise FailedPrecondition("proof rejected by policy: " + "; ".join(verdict.reasons))
     proof = await asyncio.to_thread(_build_proof, order, request, checks, verdict.flagged, data)

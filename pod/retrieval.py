@@ -28,6 +28,16 @@ from pod.records import proof_message, timestamp
 _DENIED = "not allowed to see this proof"
 
 
+def _check_caller(principal: Principal | None, tracking_token: str) -> None:
+    """Refuse callers who may see no proof at all before the request is looked at."""
+    if tracking_token:
+        return
+    if principal is None:
+        raise Unauthenticated("GetProof needs a dispatcher token or the order's tracking token")
+    if principal.role is not Role.DISPATCHER:
+        raise PermissionDenied(_DENIED)
+
+
 def _authorize(
     order: OrderView | None,
     principal: Principal | None,
@@ -51,6 +61,7 @@ async def get_proof(
     ctx: PodContext, principal: Principal | None, request: pod_service_pb2.GetProofRequest
 ) -> pod_service_pb2.GetProofResponse:
     """GetProof by proof id, or the latest proof of an order; see the module docstring."""
+    _check_caller(principal, request.tracking_token)
     which = request.WhichOneof("key")
     if which is None or not getattr(request, which):
         raise InvalidArgument("proof_id or order_id is required")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -25,41 +27,58 @@ S3_ACCESS_KEY = "lastmile-test"
 S3_SECRET_KEY = "lastmile-test-secret"
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A fresh PostgreSQL cluster with the ``lastmile`` role and database."""
-    # Not under pytest's tmp dir: that one is root-only (0700) and the server runs as the
-    # postgres user when the tests run as root.
-    base = Path(tempfile.mkdtemp(prefix="lastmile-test-pg-"))
-    server = PostgresServer(base / "data", free_port())
+class Startable(Protocol):
+    """What :func:`running` needs of a server."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@contextmanager
+def running[S: Startable](server: S) -> Iterator[S]:
+    """``server`` started, and stopped (by PID) however the block ends."""
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def temporary_postgres() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL cluster with the ``lastmile`` role and database, in a directory of
+    its own that is removed afterwards."""
+    # Not under pytest's tmp dir: that one is root-only (0700) and the server runs as the
+    # postgres user when the tests run as root.
+    base = Path(tempfile.mkdtemp(prefix="lastmile-test-pg-"))
+    try:
+        with running(PostgresServer(base / "data", free_port())) as server:
+            yield server
+    finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL cluster with the ``lastmile`` role and database."""
+    with temporary_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """An in-memory Redis."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
-    try:
-        server.start()
+    with running(RedisServer(tmp_path_factory.mktemp("redis"), free_port())) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A SeaweedFS S3 gateway with one admin identity and no buckets."""
     server = SeaweedS3(tmp_path_factory.mktemp("s3"), free_port(), S3_ACCESS_KEY, S3_SECRET_KEY)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    with running(server) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

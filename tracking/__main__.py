@@ -19,6 +19,7 @@ from tracking.fanout import PositionFanout
 from tracking.fleet_api import FleetHandlers
 from tracking.fleet_state import FleetStateHandlers
 from tracking.maintenance import Maintenance
+from tracking.off_route import OffRouteObserver
 from tracking.order_follow import OrderFollower
 from tracking.processor import Processor
 from tracking.service import components
@@ -38,6 +39,8 @@ async def build(settings: Settings) -> Sequence[Component]:
     processor.add_observer(
         EtaEngine(settings, bus, database, roads or RoadNetwork(settings.graph_path), active)
     )
+    # Driver guidance: positions against the pushed route's legs (dispatch recomputes).
+    processor.add_observer(OffRouteObserver(settings, bus))
     hub = ChannelHub(bus, settings.track_queue_size)
     customer = CustomerTracking(settings, SnapshotBuilder(settings, bus, database), hub)
     return [

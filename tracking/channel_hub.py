@@ -4,7 +4,10 @@ Thousands of streams watching thousands of orders must not open a connection eac
 SUBSCRIBEs to an order channel when its first watcher arrives, UNSUBSCRIBEs when the last
 leaves, and copies each message into the bounded :class:`Inbox` of every watcher of that
 channel. An inbox never blocks the reader: when full it drops its oldest position or ETA
-(a newer one follows), never a status change unless nothing else can go.
+(a newer one follows), never a status change unless nothing else can go. When the connection
+breaks, the hub subscribes every watched channel again on a new connection; the confirmations
+of those re-subscriptions mark the channels' inboxes as having missed updates, and their
+streams start over from a snapshot (see Inbox.take_missed).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio.client import PubSub
 
 from core.bus import Bus
+from core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
@@ -40,6 +44,21 @@ class Inbox:
         self._items: deque[tracking_service_pb2.TrackResponse] = deque()
         self._size = max(1, size)
         self._ready = asyncio.Event()
+        self._missed = False
+
+    def mark_missed(self) -> None:
+        """Updates may have been lost (the subscription was re-established): the stream must
+        start over from a snapshot; what is queued is older than that snapshot."""
+        self._missed = True
+        self._ready.set()
+
+    def take_missed(self) -> bool:
+        """Whether updates were lost since the last call; clears the flag and the queue."""
+        if not self._missed:
+            return False
+        self._missed = False
+        self._items.clear()
+        return True
 
     def put(self, update: tracking_service_pb2.TrackResponse) -> None:
         """Add an update; when full, drop the oldest droppable one (else the oldest)."""
@@ -55,8 +74,9 @@ class Inbox:
         self._ready.set()
 
     async def get(self, wait_s: float) -> tracking_service_pb2.TrackResponse | None:
-        """The next update, or None after ``wait_s`` seconds without one."""
-        if not self._items:
+        """The next update, or None after ``wait_s`` seconds without one (or at once when
+        updates were missed: see :meth:`take_missed`)."""
+        if not self._items and not self._missed:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), wait_s)
@@ -109,6 +129,10 @@ class ChannelHub:
             await self._detach(channel, inbox)
 
     async def _attach(self, channel: str, inbox: Inbox) -> None:
+        """Add ``inbox`` to the channel's watchers, subscribing on the first one, and return
+        once Redis confirmed the subscription, so that no update between the caller's
+        snapshot and the first live message is missed. UNAVAILABLE when Redis does not
+        confirm in time (a write to a dead connection can look successful)."""
         assert self._pubsub is not None, "hub not started"
         async with self._lock:
             watchers = self._watchers.setdefault(channel, set())
@@ -116,33 +140,52 @@ class ChannelHub:
             WATCHERS.inc()
             if len(watchers) == 1:
                 self._unconfirmed[channel] = asyncio.Event()
-                await self._pubsub.subscribe(channel)
                 CHANNELS.inc()
+                try:
+                    await self._pubsub.subscribe(channel)
+                except BaseException:
+                    # Leave no trace, or the next watcher would count on this subscription.
+                    self._remove(channel, inbox)
+                    raise
                 self._has_channels.set()
             confirmed = self._unconfirmed.get(channel)
-        if confirmed is not None:
-            # Confirmed by Redis before the caller reads its snapshot: no update between the
-            # snapshot and the first live message is missed.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(confirmed.wait(), SUBSCRIBE_WAIT_S)
+        if confirmed is None:
+            return
+        try:
+            await asyncio.wait_for(confirmed.wait(), SUBSCRIBE_WAIT_S)
+        except BaseException as exc:
+            await self._detach(channel, inbox)
+            if isinstance(exc, TimeoutError):
+                raise Unavailable("live updates are unavailable; retry with backoff") from exc
+            raise
 
     async def _detach(self, channel: str, inbox: Inbox) -> None:
         async with self._lock:
-            watchers = self._watchers.get(channel)
-            if watchers is None or inbox not in watchers:
-                return
-            watchers.discard(inbox)
-            WATCHERS.dec()
-            if not watchers:
-                del self._watchers[channel]
-                CHANNELS.dec()
-                if self._pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await self._pubsub.unsubscribe(channel)
+            if self._remove(channel, inbox) and self._pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.unsubscribe(channel)
+
+    def _remove(self, channel: str, inbox: Inbox) -> bool:
+        """Drop ``inbox`` from the channel's watchers; True when it was the last one."""
+        watchers = self._watchers.get(channel)
+        if watchers is None or inbox not in watchers:
+            return False
+        watchers.discard(inbox)
+        WATCHERS.dec()
+        if watchers:
+            return False
+        del self._watchers[channel]
+        self._unconfirmed.pop(channel, None)
+        CHANNELS.dec()
+        return True
 
     async def _read(self) -> None:
+        broken = False
         while True:
             try:
+                if broken:
+                    await self._renew()
+                    broken = False
                 await self._has_channels.wait()
                 assert self._pubsub is not None
                 message = await self._pubsub.get_message(timeout=1.0)
@@ -153,10 +196,24 @@ class ChannelHub:
                 self._deliver(message)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # redis-py reconnects and resubscribes on the next call.
-                log.exception("channel hub read failed; retrying")
+            except Exception as exc:
+                log.warning("channel hub lost Redis; subscribing again", extra={"error": str(exc)})
+                broken = True
                 await asyncio.sleep(RETRY_S)
+
+    async def _renew(self) -> None:
+        """Replace a broken subscription by a new connection subscribed to every watched
+        channel. (Not redis-py's own reconnection: it races with concurrent SUBSCRIBEs of new
+        watchers.) The confirmations mark the watchers as having missed updates."""
+        async with self._lock:
+            old, self._pubsub = self._pubsub, self._bus.redis.pubsub()
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.aclose()  # type: ignore[no-untyped-call]
+            if not self._watchers:
+                self._has_channels.clear()  # nothing to read until a watcher subscribes
+                return
+            await self._pubsub.subscribe(*self._watchers)
 
     def _deliver(self, message: dict[str, Any]) -> None:
         channel = message["channel"]
@@ -165,6 +222,11 @@ class ChannelHub:
             confirmed = self._unconfirmed.pop(name, None)
             if confirmed is not None:
                 confirmed.set()
+            else:
+                # A re-subscription after a reconnect (ours or redis-py's): whatever was
+                # published while the connection was down never reached us.
+                for inbox in self._watchers.get(name, ()):
+                    inbox.mark_missed()
             return
         if message.get("type") != "message":
             return

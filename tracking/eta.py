@@ -7,9 +7,10 @@ their statuses changed. At most ``eta_max_routes_per_batch`` drivers are routed 
 (OSRM holds the GIL; the stalest go first, the others wait for a later batch). One OSRM
 route runs from the snapped position through the remaining stops (:mod:`tracking.eta_plan`).
 
-Per order the result is kept in Redis (``eta_key``: ``eta_ms``, ``remaining_m``, ``line``
-as JSON ``[[lat, lng], ...]``) for snapshots, published as ``TrackResponse{eta}`` (and
+Per order the result is kept in Redis (``eta_key``: ``fix_ms``, ``eta_ms``, ``remaining_m``,
+``line`` as JSON ``[[lat, lng], ...]``) for snapshots, published as ``TrackResponse{eta}`` (and
 ``{route_line}`` when the line no longer continues the previous one) on the order's channel,
+in one script that drops an ETA older (by fix time) than the one stored,
 and recorded in ``eta_predictions`` so the error against the actual arrival can be reported
 (``eta_errors``, core/migrations/0004_eta.sql).
 """
@@ -25,6 +26,7 @@ from dataclasses import replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.tracking.v1 import tracking_service_pb2
+from redis.commands.core import AsyncScript
 
 from core import topics
 from core.bus import Bus
@@ -40,6 +42,22 @@ from tracking.positions import PositionUpdate
 log = logging.getLogger(__name__)
 #: How long per-order ETAs and per-driver refresh marks outlive their last refresh.
 STATE_TTL_S = 6 * 3600
+
+# Store and publish one order's ETA unless a newer fix's ETA is stored already. Every tracking
+# process consumes every shard, so two batches of one driver can be routed at once and finish
+# in either order; customers must never see the older one last.
+# KEYS[1] eta key; ARGV: fix ms, eta ms, remaining m, line JSON, ttl s, channel, eta message,
+# line message ('' = the line continues, none sent).
+_STORE = """
+local last = tonumber(redis.call('HGET', KEYS[1], 'fix_ms') or '0')
+if tonumber(ARGV[1]) < last then return 0 end
+redis.call('HSET', KEYS[1], 'fix_ms', ARGV[1], 'eta_ms', ARGV[2], 'remaining_m', ARGV[3],
+           'line', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[8]) end
+return 1
+"""
 
 
 def eta_key(order_id: str) -> str:
@@ -80,6 +98,7 @@ class EtaEngine:
         self._database = database
         self._roads = roads
         self._active = active
+        self._store: AsyncScript | None = None  # registered once the bus is connected
 
     async def on_positions(self, updates: Sequence[PositionUpdate]) -> None:
         """Refresh the ETAs of the drivers of this batch that need it."""
@@ -187,23 +206,31 @@ class EtaEngine:
         old_lines = await read.execute()
         pipe = redis.pipeline(transaction=False)
         decimals = self._settings.customer_position_decimals
+        fix_ms = {
+            eta.order_id: int(update.at.timestamp() * 1000)
+            for update, driver_etas in results
+            for eta in driver_etas
+        }
         for found, old in zip(etas, old_lines, strict=True):
             # The line starts at the driver: customers get that start only approximately.
             eta = replace(found, line=(approximate(found.line[0], decimals), *found.line[1:]))
-            line_json = _line_json(eta.line)
-            pipe.hset(
-                eta_key(eta.order_id),
-                mapping={
-                    "eta_ms": int(eta.arrival.timestamp() * 1000),
-                    "remaining_m": eta.remaining_m,
-                    "line": line_json,
-                },
+            line = b"" if line_continues(parse_line(old), eta.line) else line_message(eta.line)
+            if self._store is None:
+                self._store = redis.register_script(_STORE)
+            await self._store(
+                keys=[eta_key(eta.order_id)],
+                args=[
+                    fix_ms[eta.order_id],
+                    int(eta.arrival.timestamp() * 1000),
+                    eta.remaining_m,
+                    _line_json(eta.line),
+                    STATE_TTL_S,
+                    topics.order_channel(eta.order_id),
+                    eta_message(eta),
+                    line,
+                ],
+                client=pipe,
             )
-            pipe.expire(eta_key(eta.order_id), STATE_TTL_S)
-            channel = topics.order_channel(eta.order_id)
-            pipe.publish(channel, eta_message(eta))
-            if not line_continues(parse_line(old), eta.line):
-                pipe.publish(channel, line_message(eta.line))
         now_s = time.time()
         for update, _ in results:
             pipe.hset(

@@ -7,15 +7,20 @@ Track stream receives it (Redis pub/sub), so gateways, processors and customer-f
 scale out independently. The position is the road-snapped one, rounded to
 ``customer_position_decimals``: customers see an approximate position, never the raw fix, and
 only on the channel of their own order.
+
+``lastmile_tracking_fanout_latency_seconds`` measures, per driver update published, the time
+from the gateway's receipt of its newest fix to the PUBLISH (the server clocks only: a phone's
+clock may be off by minutes).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.tracking.v1 import tracking_service_pb2
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from core import topics
 from core.bus import Bus
@@ -26,6 +31,11 @@ from tracking.positions import PositionUpdate
 
 PUBLISHED = Counter(
     "lastmile_tracking_positions_published_total", "Position updates published to customers."
+)
+LATENCY = Histogram(
+    "lastmile_tracking_fanout_latency_seconds",
+    "From the gateway's receipt of a fix to its publication to the customers' channels.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
 
@@ -61,6 +71,7 @@ class PositionFanout:
         orders = await self._active.of_batch(updates)
         pipe = self._bus.redis.pipeline(transaction=False)
         count = 0
+        published: list[PositionUpdate] = []
         for update in updates:
             visible = [o for o in orders.get(update.driver_id, []) if o.status in VISIBLE]
             if not visible:
@@ -69,6 +80,16 @@ class PositionFanout:
             for order in visible:
                 pipe.publish(topics.order_channel(order.order_id), payload)
                 count += 1
+            published.append(update)
         if count:
             await pipe.execute()
             PUBLISHED.inc(count)
+            _observe_latency(published)
+
+
+def _observe_latency(published: Sequence[PositionUpdate]) -> None:
+    """Receipt-to-publish time of each driver update just published."""
+    now = dt.datetime.now(dt.UTC)
+    for update in published:
+        if update.fixes:
+            LATENCY.observe(max(0.0, (now - update.fixes[-1].received_at).total_seconds()))

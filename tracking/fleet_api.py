@@ -1,8 +1,9 @@
 """FleetService search, geofence and watch RPCs: the handlers' logic, called by the Fleet
 servicer in tracking/service.py (which only delegates here).
 
-Every RPC needs a dispatcher or service token (UNAUTHENTICATED without one). Geofences are
-scoped to the caller's tenant.
+Every RPC needs a dispatcher or service token (UNAUTHENTICATED without one) and sees only the
+caller's tenant: its geofences, its drivers (search, fleet watch) and the geofence events of
+its fences. Another tenant's driver or fence looks exactly like one that does not exist.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ class FleetHandlers:
         self, request: fleet_service_pb2.SearchDriversRequest
     ) -> fleet_service_pb2.SearchDriversResponse:
         """Drivers inside an area, nearest first."""
-        _caller()
+        caller = _caller()
         assert self._search is not None
-        return await self._search.search(request)
+        return await self._search.search(request, caller.tenant_id)
 
     async def create_geofence(
         self, request: fleet_service_pb2.CreateGeofenceRequest
@@ -110,14 +111,18 @@ class FleetHandlers:
         self, request: fleet_service_pb2.WatchFleetRequest
     ) -> AsyncIterator[fleet_service_pb2.WatchFleetResponse]:
         """Live driver states for a dashboard."""
-        _caller()
-        async for message in watch_fleet(self._bus.redis, self._settings, request):
+        caller = _caller()
+        async for message in watch_fleet(
+            self._bus.redis, self._settings, request, caller.tenant_id
+        ):
             yield message
 
     async def watch_geofence_events(
         self, request: fleet_service_pb2.WatchGeofenceEventsRequest
     ) -> AsyncIterator[fleet_service_pb2.WatchGeofenceEventsResponse]:
         """Geofence transitions, replayed after a cursor and then live."""
-        _caller()
-        async for message in watch_geofence_events(self._bus.redis, self._settings, request):
+        caller = _caller()
+        async for message in watch_geofence_events(
+            self._bus.redis, self._settings, request, caller.tenant_id
+        ):
             yield message

@@ -1,13 +1,17 @@
 """FleetService.GetDriverState and GetDriverPath: the handlers' logic, called by the Fleet
 servicer in tracking/service.py (which only delegates here).
 
-Both need a dispatcher or service token. A path covers at most 24 hours per call and returns
-the stored fixes oldest first, with their road-snapped position when asked for.
+Both need a dispatcher or service token and answer only about drivers of the caller's tenant:
+the tenant in the driver's live state (from its token), or for a driver without live state its
+tenant in the driver registry. Another tenant's driver gets the same NOT_FOUND as an unknown
+one. A path covers at most 24 hours per call and returns the stored fixes oldest first, with
+their road-snapped position when asked for.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 
 from lastmile.tracking.v1 import fleet_service_pb2
 
@@ -15,6 +19,7 @@ from core.auth import Role, require
 from core.bus import Bus
 from core.db import Database
 from core.errors import InvalidArgument, NotFound
+from core.inputs import client_datetime
 from core.settings import Settings
 from tracking.history import History
 from tracking.live_state import LiveState
@@ -22,34 +27,52 @@ from tracking.live_state import LiveState
 MAX_PATH_SPAN = dt.timedelta(hours=24)
 
 
+async def in_tenant(live: LiveState, database: Database, driver_id: str, tenant_id: str) -> bool:
+    """Whether the driver belongs to the tenant (live state first, else the registry)."""
+    if await live.get_in_tenant(driver_id, tenant_id) is not None:
+        return True
+    if await live.get(driver_id) is not None:
+        return False  # live state names another tenant
+    registered = await database.pool.fetchval(
+        "SELECT tenant_id FROM drivers WHERE driver_id = $1", driver_id
+    )
+    return bool(registered == tenant_id)
+
+
 async def get_driver_state(
     live: LiveState, request: fleet_service_pb2.GetDriverStateRequest
 ) -> fleet_service_pb2.GetDriverStateResponse:
-    """The driver's live state; NOT_FOUND when it never reported."""
-    require(Role.DISPATCHER, Role.SERVICE)
+    """The driver's live state; NOT_FOUND when it never reported or is another tenant's."""
+    caller = require(Role.DISPATCHER, Role.SERVICE)
     if not request.driver_id:
         raise InvalidArgument("driver_id is required")
-    state = await live.get(request.driver_id)
+    state = await live.get_in_tenant(request.driver_id, caller.tenant_id)
     if state is None:
         raise NotFound(f"driver {request.driver_id} has no live state")
     return fleet_service_pb2.GetDriverStateResponse(driver=state)
 
 
 async def get_driver_path(
-    history: History, settings: Settings, request: fleet_service_pb2.GetDriverPathRequest
+    history: History,
+    settings: Settings,
+    request: fleet_service_pb2.GetDriverPathRequest,
+    member: Callable[[str], Awaitable[bool]],
 ) -> fleet_service_pb2.GetDriverPathResponse:
-    """Stored fixes in [start, end) (at most 24 h), oldest first."""
+    """Stored fixes in [start, end) (at most 24 h), oldest first; ``member`` says whether a
+    driver is the caller's tenant's (NOT_FOUND otherwise)."""
     require(Role.DISPATCHER, Role.SERVICE)
     if not request.driver_id:
         raise InvalidArgument("driver_id is required")
     if not request.HasField("start") or not request.HasField("end"):
         raise InvalidArgument("start and end are required")
-    start = request.start.ToDatetime(tzinfo=dt.UTC)
-    end = request.end.ToDatetime(tzinfo=dt.UTC)
+    start = client_datetime(request.start, "start")
+    end = client_datetime(request.end, "end")
     if end <= start:
         raise InvalidArgument("end must be after start")
     if end - start > MAX_PATH_SPAN:
         raise InvalidArgument("the time range may span at most 24 hours")
+    if not await member(request.driver_id):
+        raise NotFound(f"driver {request.driver_id} not found")
     rows = await history.path(request.driver_id, start, end, settings.path_max_points)
     response = fleet_service_pb2.GetDriverPathResponse()
     for row in rows:
@@ -84,4 +107,10 @@ class FleetStateHandlers:
     ) -> fleet_service_pb2.GetDriverPathResponse:
         """FleetService.GetDriverPath."""
         history = History(self._database.pool, self._settings)
-        return await get_driver_path(history, self._settings, request)
+        tenant_id = require(Role.DISPATCHER, Role.SERVICE).tenant_id
+        live = LiveState(self._bus.redis)
+
+        async def member(driver_id: str) -> bool:
+            return await in_tenant(live, self._database, driver_id, tenant_id)
+
+        return await get_driver_path(history, self._settings, request, member)

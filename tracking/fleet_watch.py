@@ -1,16 +1,19 @@
 """WatchFleet: every matching driver first, then coalesced changes from the fleet channel.
 
-The stream subscribes to ``core.topics.FLEET_CHANNEL`` before it reads the snapshot, so no
-change falls between the two. Changes are merged per driver (the newest state wins) and sent
+The stream subscribes to its tenant's ``core.topics.fleet_channel`` before it reads the
+snapshot, so no change falls between the two; the snapshot keeps only drivers whose live state
+names the caller's tenant, so a dashboard sees its own fleet and nothing else. Changes are merged per driver (the newest state wins) and sent
 at most once per ``fleet_watch_interval_s``: a dashboard gets a steady trickle, not one message
 per ping. A driver that leaves the viewport or the status filter (or is reported removed) is
-sent once in ``removed_driver_ids``.
+sent once in ``removed_driver_ids``. Messages carry at most ``fleet_message_max_drivers``
+drivers, so a large fleet's snapshot comes in several messages (the last one says
+``snapshot_complete``) and stays under gRPC's message size limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +27,7 @@ from core.errors import InvalidArgument
 from core.geo import Bounds, LatLng
 from core.settings import Settings
 from tracking.area_input import box_from
-from tracking.live_state import decode_state
+from tracking.live_state import decode_state, tenant_of
 
 _PIPELINE_CHUNK = 1000
 
@@ -67,16 +70,23 @@ class _Pending:
     def __bool__(self) -> bool:
         return bool(self.changed or self.removed)
 
-    def take(self) -> fleet_service_pb2.WatchFleetResponse:
-        message = fleet_service_pb2.WatchFleetResponse(
-            drivers=list(self.changed.values()), removed_driver_ids=sorted(self.removed)
-        )
+    def take(self, chunk: int) -> list[fleet_service_pb2.WatchFleetResponse]:
+        """The pending changes as messages of at most ``chunk`` drivers each."""
+        states = list(self.changed.values())
+        chunk = max(1, chunk)
+        messages = [
+            fleet_service_pb2.WatchFleetResponse(drivers=states[k : k + chunk])
+            for k in range(0, len(states), chunk)
+        ] or [fleet_service_pb2.WatchFleetResponse()]
+        messages[0].removed_driver_ids.extend(sorted(self.removed))
         self.changed.clear()
         self.removed.clear()
-        return message
+        return messages
 
 
-async def _snapshot(client: aioredis.Redis, wanted: FleetFilter) -> list[tracking_pb2.DriverState]:
+async def _snapshot(
+    client: aioredis.Redis, wanted: FleetFilter, tenant_id: str
+) -> list[tracking_pb2.DriverState]:
     if wanted.viewport is None:
         members: Any = await client.zrange(keys.DRIVERS_GEO, 0, -1)
     else:
@@ -98,7 +108,7 @@ async def _snapshot(client: aioredis.Redis, wanted: FleetFilter) -> list[trackin
         for driver_id in part:
             pipe.hgetall(keys.driver_key(driver_id))
         for driver_id, raw in zip(part, await pipe.execute(), strict=True):
-            if raw:
+            if raw and tenant_of(raw) == tenant_id:
                 state = decode_state(driver_id, raw)
                 if wanted.matches(state):
                     states.append(state)
@@ -106,16 +116,25 @@ async def _snapshot(client: aioredis.Redis, wanted: FleetFilter) -> list[trackin
 
 
 async def watch_fleet(
-    client: aioredis.Redis, settings: Settings, request: fleet_service_pb2.WatchFleetRequest
-) -> AsyncIterator[fleet_service_pb2.WatchFleetResponse]:
-    """Snapshot, then coalesced changes; ends only when the caller cancels."""
+    client: aioredis.Redis,
+    settings: Settings,
+    request: fleet_service_pb2.WatchFleetRequest,
+    tenant_id: str,
+) -> AsyncGenerator[fleet_service_pb2.WatchFleetResponse, None]:
+    """Snapshot, then coalesced changes of ``tenant_id``'s drivers; ends only when the caller
+    cancels."""
     wanted = parse_filter(request, settings)
     pubsub = client.pubsub()
-    await pubsub.subscribe(topics.FLEET_CHANNEL)
+    await pubsub.subscribe(topics.fleet_channel(tenant_id))
     try:
-        first = await _snapshot(client, wanted)
+        first = await _snapshot(client, wanted, tenant_id)
         shown = {s.driver_id for s in first}
-        yield fleet_service_pb2.WatchFleetResponse(drivers=first)
+        chunk = max(1, settings.fleet_message_max_drivers)
+        for start in range(0, max(1, len(first)), chunk):
+            yield fleet_service_pb2.WatchFleetResponse(
+                drivers=first[start : start + chunk],
+                snapshot_complete=start + chunk >= len(first),
+            )
         loop = asyncio.get_running_loop()
         pending = _Pending()
         next_send = loop.time()
@@ -127,7 +146,8 @@ async def watch_fleet(
                 update = fleet_service_pb2.WatchFleetResponse.FromString(bytes(message["data"]))
                 _merge(update, wanted, shown, pending)
             if pending and loop.time() >= next_send:
-                yield pending.take()
+                for part in pending.take(settings.fleet_message_max_drivers):
+                    yield part
                 next_send = loop.time() + settings.fleet_watch_interval_s
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -4,6 +4,7 @@ The cursor is the Redis stream entry id of ``core.topics.GEOFENCE_EVENTS``: repl
 after it with XRANGE in pages, then the live part blocks on XREAD from the last id seen (never
 ``$``, which would drop events appended between two reads). The stream is capped at about
 ``geofence_events_maxlen`` entries: a cursor older than that resumes at the oldest kept event.
+Only events of the caller's tenant's fences are sent (the entry's ``tenant`` field).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def _matches(
     )
 
 
+def _tenant_of(fields: dict[Any, Any]) -> str:
+    value = fields.get(b"tenant", b"")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _decode(entry_id: Any, fields: dict[Any, Any]) -> tracking_pb2.GeofenceEvent:
     event = tracking_pb2.GeofenceEvent.FromString(fields[b"data"])
     event.cursor = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -50,8 +56,10 @@ async def watch_geofence_events(
     client: aioredis.Redis,
     settings: Settings,
     request: fleet_service_pb2.WatchGeofenceEventsRequest,
+    tenant_id: str,
 ) -> AsyncIterator[fleet_service_pb2.WatchGeofenceEventsResponse]:
-    """Replay after ``after_cursor``, then follow; ends only when the caller cancels."""
+    """Replay after ``after_cursor``, then follow, ``tenant_id``'s events only; ends only when
+    the caller cancels."""
     if request.after_cursor and not _CURSOR.match(request.after_cursor):
         raise InvalidArgument(f"after_cursor {request.after_cursor!r} is not a cursor")
     if any(not i for i in (*request.geofence_ids, *request.driver_ids)):
@@ -64,7 +72,7 @@ async def watch_geofence_events(
             for entry_id, fields in page:
                 event = _decode(entry_id, fields)
                 last = event.cursor
-                if _matches(event, fences, drivers):
+                if _tenant_of(fields) == tenant_id and _matches(event, fences, drivers):
                     yield fleet_service_pb2.WatchGeofenceEventsResponse(event=event)
             if len(page) < _PAGE:
                 break
@@ -76,5 +84,5 @@ async def watch_geofence_events(
             for entry_id, fields in entries:
                 event = _decode(entry_id, fields)
                 last = event.cursor
-                if _matches(event, fences, drivers):
+                if _tenant_of(fields) == tenant_id and _matches(event, fences, drivers):
                     yield fleet_service_pb2.WatchGeofenceEventsResponse(event=event)

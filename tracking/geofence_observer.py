@@ -5,8 +5,10 @@ its fixes, plus those it is inside of, are stepped through :mod:`tracking.geofen
 by fix, oldest first. The per-driver state lives in Redis (one hash per driver, field = fence
 id), so several processor processes and restarts continue where they stopped.
 
+A fence watches only drivers of its own tenant (the update's tenant, from the driver's token).
 Events are appended to ``core.topics.GEOFENCE_EVENTS`` (field ``data``: a serialized
-lastmile.tracking.v1.GeofenceEvent; its cursor is the stream entry id) before the new state is
+lastmile.tracking.v1.GeofenceEvent, its cursor the stream entry id; field ``tenant``: the
+fence's tenant, so watchers see their own tenant's events only) before the new state is
 written: a crash in between repeats an event rather than losing it. Dispatch consumes that
 stream to drive order status: ENTER of a PICKUP fence means "arrived at pickup", ENTER of a
 NEARBY or DROP_OFF fence means "driver nearby".
@@ -66,7 +68,7 @@ class GeofenceObserver:
         for update in updates:
             pipe.hgetall(geofence_state_key(update.driver_id))
         stored = await pipe.execute()
-        events: list[tracking_pb2.GeofenceEvent] = []
+        events: list[tuple[str, tracking_pb2.GeofenceEvent]] = []
         writes: list[tuple[str, dict[Any, Any], list[str]]] = []
         for update, raw in zip(updates, stored, strict=True):
             states = {_text(k): Inside.decode(_text(v)) for k, v in raw.items()}
@@ -78,10 +80,10 @@ class GeofenceObserver:
             gone = [k for k in states if k not in new_states]
             if changed or gone:
                 writes.append((update.driver_id, changed, gone))
-        for event in events:
+        for tenant_id, event in events:
             event.cursor = await self._bus.append(
                 topics.GEOFENCE_EVENTS,
-                {"data": event.SerializeToString()},
+                {"data": event.SerializeToString(), "tenant": tenant_id},
                 maxlen=self._settings.geofence_events_maxlen,
             )
         if writes:
@@ -96,15 +98,16 @@ class GeofenceObserver:
 
     def _driver(
         self, update: PositionUpdate, states: dict[str, Inside | None]
-    ) -> tuple[dict[str, Inside], list[tracking_pb2.GeofenceEvent]]:
-        """New inside-states (fences not listed: outside) and the events of one driver."""
+    ) -> tuple[dict[str, Inside], list[tuple[str, tracking_pb2.GeofenceEvent]]]:
+        """New inside-states (fences not listed: outside) and the events (with their fence's
+        tenant) of one driver."""
         fixes = update.fixes or (
             Fix(update.driver_id, update.at, update.position, 0.0, -1.0, -1.0, update.at),
         )
         current = {k: v for k, v in states.items() if v is not None and k in self._cache.by_id}
-        fences = {f.geofence_id: f for f in self._near(update.driver_id, fixes)}
+        fences = {f.geofence_id: f for f in self._near(update, fixes)}
         fences.update((k, self._cache.by_id[k]) for k in current)
-        events: list[tracking_pb2.GeofenceEvent] = []
+        events: list[tuple[str, tracking_pb2.GeofenceEvent]] = []
         for fix in fixes:
             at_ms = int(fix.at.timestamp() * 1000)
             for fence in fences.values():
@@ -126,14 +129,19 @@ class GeofenceObserver:
                     current.pop(fence.geofence_id, None)
                 else:
                     current[fence.geofence_id] = after
-                events += [_event(fence, update.driver_id, fix, kind) for kind in kinds]
+                events += [
+                    (fence.tenant_id, _event(fence, update.driver_id, fix, kind)) for kind in kinds
+                ]
         return current, events
 
-    def _near(self, driver_id: str, fixes: Sequence[Fix]) -> list[Fence]:
+    def _near(self, update: PositionUpdate, fixes: Sequence[Fix]) -> list[Fence]:
         """Fences watching this driver whose box (grown by the exit margin) holds a fix."""
         pad_lat = self._settings.geofence_exit_margin_m / _M_PER_DEG
         found = []
+        driver_id = update.driver_id
         for fence in (*self._cache.everyone, *self._cache.by_driver.get(driver_id, ())):
+            if not fence.applies_to(driver_id, update.tenant_id):
+                continue
             b = fence.bounds
             pad_lng = pad_lat / max(math.cos(math.radians(b.center.lat)), 1e-6)
             if any(

@@ -5,7 +5,9 @@ it with the version of their cached fences once per batch, so a change reaches e
 within one batch, and none misses it the way a pub/sub message can be missed.
 
 Order fences apply to the drivers named when the fence is created (dispatch sets the assigned
-driver); a fence with no drivers applies to every driver.
+driver); a fence with no drivers applies to every driver of its tenant. A fence never watches
+another tenant's drivers, and may only name an order of its own tenant (NOT_FOUND otherwise,
+the same as for an order that does not exist).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Fence:
     circle: CircleArea | None
     polygon: tuple[LatLng, ...]
     bounds: Bounds
+    #: The tenant the fence belongs to ('' for a fence not read from storage).
+    tenant_id: str = ""
 
     def signed_distance_m(self, point: LatLng) -> float:
         """Metres from the boundary: negative inside, positive outside."""
@@ -59,8 +63,10 @@ class Fence:
             return haversine_m(point, self.circle.center) - self.circle.radius_m
         return signed_distance_to_polygon_m(point, self.polygon)
 
-    def applies_to(self, driver_id: str) -> bool:
-        """Whether the fence watches this driver."""
+    def applies_to(self, driver_id: str, tenant_id: str) -> bool:
+        """Whether the fence watches this driver (of this tenant)."""
+        if tenant_id != self.tenant_id:
+            return False
         return not self.driver_ids or driver_id in self.driver_ids
 
     def to_proto(self) -> tracking_pb2.Geofence:
@@ -158,6 +164,7 @@ def _fence_from_row(row: Any) -> Fence:
         circle,
         polygon,
         bounds,
+        row.get("tenant_id", ""),
     )
 
 
@@ -194,6 +201,10 @@ class GeofenceStore:
     async def create(self, tenant_id: str, message: tracking_pb2.Geofence) -> Fence:
         """Store a new fence (its id is assigned here) and tell the engines."""
         fence = fence_from_proto(message, self._settings, "gf_" + secrets.token_hex(10))
+        if fence.order_id and not await self._pool.fetchval(
+            "SELECT 1 FROM orders WHERE order_id = $1 AND tenant_id = $2", fence.order_id, tenant_id
+        ):
+            raise NotFound(f"order {fence.order_id} not found")
         try:
             await self._pool.execute(
                 f"INSERT INTO geofences (tenant_id, {_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
@@ -258,5 +269,5 @@ class GeofenceStore:
         # Read the version first: a change racing with the load bumps it again, so the engine
         # reloads on its next batch rather than keeping a stale set under a fresh version.
         version = int(await self._redis.get(VERSION_KEY) or 0)
-        rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM geofences")
+        rows = await self._pool.fetch(f"SELECT tenant_id, {_COLUMNS} FROM geofences")
         return version, [_fence_from_row(r) for r in rows]

@@ -5,7 +5,7 @@
   ``lat``, ``lng``, ``heading``, ``speed``, ``accuracy`` (the latest fix),
   ``position_at`` (its capture time, epoch milliseconds), ``snapped_lat``, ``snapped_lng``
   (road-snapped, empty when not snapped), ``status`` (lastmile.common.v1.DriverStatus number),
-  ``current_order_id``, ``current_stop_id``, ``name``.
+  ``current_order_id``, ``current_stop_id``, ``name``, ``tenant`` (of the driver's token).
 
 Positions only move forward in time: a fix older than the stored one (a replay, a late batch)
 does not overwrite it. All drivers of a batch are written in one pipeline.
@@ -23,7 +23,7 @@ from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import tracking_pb2
 
 from core.geo import LatLng
-from core.live_state_keys import DRIVERS_GEO, driver_key
+from core.live_state_keys import DRIVERS_GEO, FIELD_TENANT, driver_key
 from tracking.positions import Fix
 
 # The key names are the contract with the readers (fleet search, geofences): core.live_state_keys.
@@ -32,14 +32,15 @@ state_key = driver_key
 
 
 # KEYS[1] hash, KEYS[2] geo; ARGV: id, at_ms, lat, lng, heading, speed, accuracy, slat, slng,
-# default status. Returns {0} when the stored position is as new or newer, else
-# {1, status, current_order_id, current_stop_id, name}.
+# default status, tenant ('' keeps the stored one). Returns {0} when the stored position is as
+# new or newer, else {1, status, current_order_id, current_stop_id, name}.
 _UPDATE = """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'position_at') or '-1')
 if tonumber(ARGV[2]) <= stored then return {0} end
 redis.call('HSET', KEYS[1], 'position_at', ARGV[2], 'lat', ARGV[3], 'lng', ARGV[4],
   'heading', ARGV[5], 'speed', ARGV[6], 'accuracy', ARGV[7],
   'snapped_lat', ARGV[8], 'snapped_lng', ARGV[9])
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[11]) end
 redis.call('HSETNX', KEYS[1], 'status', ARGV[10])
 redis.call('GEOADD', KEYS[2], ARGV[4], ARGV[3], ARGV[1])
 local rest = redis.call('HMGET', KEYS[1], 'status', 'current_order_id', 'current_stop_id', 'name')
@@ -78,6 +79,7 @@ class LiveState:
                     repr(snapped.lat) if snapped else "",
                     repr(snapped.lng) if snapped else "",
                     common_pb2.DRIVER_STATUS_IDLE,
+                    fix.tenant_id,
                 ],
                 client=pipe,
             )
@@ -108,10 +110,26 @@ class LiveState:
         raw = await self._redis.hgetall(state_key(driver_id))
         return decode_state(driver_id, raw) if raw else None
 
+    async def get_in_tenant(
+        self, driver_id: str, tenant_id: str
+    ) -> tracking_pb2.DriverState | None:
+        """The driver's live state if the driver belongs to ``tenant_id``, else None (another
+        tenant's driver looks exactly like one that never reported)."""
+        raw = await self._redis.hgetall(state_key(driver_id))
+        if not raw or tenant_of(raw) != tenant_id:
+            return None
+        return decode_state(driver_id, raw)
+
     async def set_fields(self, driver_id: str, fields: Mapping[str, str | int]) -> None:
         """Set status, current order or stop (from driver events or dispatch)."""
         mapping: dict[str | bytes, str | int] = {k: v for k, v in fields.items()}
         await self._redis.hset(state_key(driver_id), mapping=mapping)  # type: ignore[arg-type]
+
+
+def tenant_of(raw: Mapping[Any, Any]) -> str:
+    """The ``tenant`` field of a live-state hash (bytes or str keys), '' when absent."""
+    value = raw.get(FIELD_TENANT.encode(), raw.get(FIELD_TENANT, b""))
+    return _text(value)
 
 
 def snapped_or_raw(fix: Fix) -> LatLng:

@@ -27,6 +27,8 @@ class Fix:
     heading_deg: float
     received_at: dt.datetime
     snapped: LatLng | None = None
+    #: The driver token's tenant, stamped by the gateway ('' for entries without one).
+    tenant_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class PositionUpdate:
     current_stop_id: str
     #: Every fix of this driver in the batch, oldest first (dwell and path logic want them).
     fixes: tuple[Fix, ...]
+    #: The driver's tenant ('' when unknown: no tenant's fences or fleet views see it).
+    tenant_id: str = ""
 
     @property
     def shown(self) -> LatLng:

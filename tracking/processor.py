@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lastmile.driver.v1 import driver_pb2
-from lastmile.tracking.v1 import fleet_service_pb2
+from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 from prometheus_client import Counter, Histogram
 
 from core import topics
@@ -74,6 +74,7 @@ def shard_streams(settings: Settings) -> list[str]:
 def decode(entry: StreamEntry) -> list[Fix]:
     """The fixes of one stream entry (raises on a malformed entry)."""
     driver = entry.fields[b"driver"].decode()
+    tenant = entry.fields.get(b"tenant", b"").decode()
     received = dt.datetime.fromtimestamp(int(entry.fields[b"received_ms"]) / 1000, dt.UTC)
     batch = driver_pb2.LocationBatch.FromString(entry.fields[b"data"])
     return [
@@ -85,6 +86,7 @@ def decode(entry: StreamEntry) -> list[Fix]:
             speed_mps=f.speed_mps,
             heading_deg=f.heading_deg,
             received_at=received,
+            tenant_id=tenant,
         )
         for f in batch.fixes
     ]
@@ -214,11 +216,21 @@ class Processor:
         for ms in received_ms:
             DELAY.observe(max(0.0, now_ms - ms) / 1000)
         FIXES.inc(len(all_fixes))
-        changed = [s for s in states if s is not None]
-        if changed:
-            update = fleet_service_pb2.WatchFleetResponse(drivers=changed)
-            await self._bus.publish(topics.FLEET_CHANNEL, update.SerializeToString())
+        if any(s is not None for s in states):
+            await self._publish_fleet(latest, states)
             await self._notify(latest, states, per_driver)
+
+    async def _publish_fleet(
+        self, latest: Sequence[Fix], states: Sequence[tracking_pb2.DriverState | None]
+    ) -> None:
+        """One WatchFleet update per tenant, on that tenant's channel only."""
+        by_tenant: dict[str, list[tracking_pb2.DriverState]] = defaultdict(list)
+        for fix, state in zip(latest, states, strict=True):
+            if state is not None:
+                by_tenant[fix.tenant_id].append(state)
+        for tenant_id, changed in by_tenant.items():
+            update = fleet_service_pb2.WatchFleetResponse(drivers=changed)
+            await self._bus.publish(topics.fleet_channel(tenant_id), update.SerializeToString())
 
     async def _ack(self, entries: Sequence[StreamEntry]) -> None:
         ids: dict[str, list[str]] = defaultdict(list)
@@ -246,6 +258,7 @@ class Processor:
                 current_order_id=state.current_order_id,
                 current_stop_id=state.current_stop_id,
                 fixes=per_driver[fix.driver_id],
+                tenant_id=fix.tenant_id,
             )
             for fix, state in zip(latest, states, strict=True)
             if state is not None
@@ -269,6 +282,7 @@ def _with_snap(fix: Fix, snapped: LatLng | None) -> Fix:
         fix.heading_deg,
         fix.received_at,
         snapped,
+        fix.tenant_id,
     )
 
 

@@ -15,7 +15,9 @@ batches (``COUNT``), so a search near many drivers reads only as many as it need
   speed bound), so the answer is exact; ``isochrone_max_candidates`` caps the work for huge
   areas (beyond it the farthest candidates are not considered).
 
-Statuses are checked on the drivers' live-state hashes, read in one pipeline per batch.
+Statuses and tenants are checked on the drivers' live-state hashes, read in one pipeline per
+batch: a dispatcher finds only drivers of its own tenant (``tenant`` field, from the driver's
+token), as if the others were not there.
 """
 
 from __future__ import annotations
@@ -53,6 +55,18 @@ class Area:
     box_m: tuple[float, float] | None = None
     contains: Callable[[LatLng], bool] | None = None
     max_drive_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """Which drivers count: these statuses, of this tenant."""
+
+    statuses: frozenset[int]
+    tenant_id: str
+
+    def matches(self, status: Any, tenant: Any) -> bool:
+        """Whether a driver with these live-state values (bytes or None) is wanted."""
+        return int(status or 0) in self.statuses and _text(tenant or b"") == self.tenant_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,23 +162,23 @@ class DriverSearch:
         self._settings = settings
 
     async def search(
-        self, request: fleet_service_pb2.SearchDriversRequest
+        self, request: fleet_service_pb2.SearchDriversRequest, tenant_id: str
     ) -> fleet_service_pb2.SearchDriversResponse:
-        """Validate the request and run it."""
+        """Validate the request and run it over ``tenant_id``'s drivers."""
         area = parse_area(request, self._settings)
-        statuses = parse_statuses(request)
+        wanted = Wanted(parse_statuses(request), tenant_id)
         limit = parse_limit(request, self._settings)
         if area.max_drive_s is not None:
-            matches = await self._isochrone(area, statuses, limit)
+            matches = await self._isochrone(area, wanted, limit)
         else:
-            matches = await self._straight(area, statuses, limit)
+            matches = await self._straight(area, wanted, limit)
         return fleet_service_pb2.SearchDriversResponse(drivers=matches)
 
     async def _straight(
-        self, area: Area, statuses: frozenset[int], limit: int
+        self, area: Area, wanted: Wanted, limit: int
     ) -> list[fleet_service_pb2.DriverMatch]:
         found: list[fleet_service_pb2.DriverMatch] = []
-        async for batch in self._batches(area, statuses, limit * _FIRST_BATCH_FACTOR):
+        async for batch in self._batches(area, wanted, limit * _FIRST_BATCH_FACTOR):
             found += [
                 fleet_service_pb2.DriverMatch(
                     driver=tracking_pb2.DriverState(driver_id=c.driver_id), distance_m=c.distance_m
@@ -176,7 +190,7 @@ class DriverSearch:
         return await self._fill_states(found[:limit])
 
     async def _isochrone(
-        self, area: Area, statuses: frozenset[int], limit: int
+        self, area: Area, wanted: Wanted, limit: int
     ) -> list[fleet_service_pb2.DriverMatch]:
         if self._roads is None:
             raise InvalidArgument("isochrone search needs the road network, which is not loaded")
@@ -187,7 +201,7 @@ class DriverSearch:
         # One GEOSEARCH for all the candidates the cap allows: in a large radius each call
         # scans every driver in it, so growing batches would pay that again and again.
         first = self._settings.isochrone_max_candidates
-        async for batch in self._batches(area, statuses, first):
+        async for batch in self._batches(area, wanted, first):
             for start in range(0, len(batch), chunk):
                 part = batch[start : start + chunk]
                 times = self._drive_times(part, area.center)
@@ -215,20 +229,22 @@ class DriverSearch:
         assert self._roads is not None
         sources = [c.position for c in part]
         try:
-            matrix = self._roads.table(sources, [center])
+            matrix = self._roads.table(sources, [center], distances=False)
             return [row[0] for row in matrix.durations_s]
         except NoRoute:
             # One unroutable point fails the whole table: retry one by one.
             times: list[float | None] = []
             for source in sources:
                 try:
-                    times.append(self._roads.table([source], [center]).durations_s[0][0])
+                    times.append(
+                        self._roads.table([source], [center], distances=False).durations_s[0][0]
+                    )
                 except NoRoute:
                     times.append(None)
             return times
 
     async def _batches(
-        self, area: Area, statuses: frozenset[int], first: int
+        self, area: Area, wanted: Wanted, first: int
     ) -> AsyncIterator[list[Candidate]]:
         """Matching candidates nearest first, in batches, fetching more only when asked."""
         count = max(first, _MIN_BATCH)
@@ -241,7 +257,7 @@ class DriverSearch:
                 if member not in seen and (area.contains is None or area.contains(point))
             ]
             seen.update(member for member, _, _ in rows)
-            batch = await self._with_state(fresh, statuses)
+            batch = await self._with_state(fresh, wanted)
             if batch:
                 yield batch
             if len(rows) < count:
@@ -271,20 +287,21 @@ class DriverSearch:
         ]
 
     async def _with_state(
-        self, rows: list[tuple[str, float, LatLng]], statuses: frozenset[int]
+        self, rows: list[tuple[str, float, LatLng]], wanted: Wanted
     ) -> list[Candidate]:
-        """The rows whose live status is wanted (only the status field is read here). A driver
-        streaming positions before its first status report counts as UNSPECIFIED, not offline."""
+        """The rows whose live status and tenant are wanted (only those two fields are read
+        here). A driver streaming positions before its first status report counts as
+        UNSPECIFIED, not offline."""
         if not rows:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for member, _, _ in rows:
-            pipe.hget(keys.driver_key(member), keys.FIELD_STATUS)
+            pipe.hmget(keys.driver_key(member), [keys.FIELD_STATUS, keys.FIELD_TENANT])
         replies = await pipe.execute()
         return [
             Candidate(member, dist, point)
-            for (member, dist, point), status in zip(rows, replies, strict=True)
-            if int(status or 0) in statuses
+            for (member, dist, point), (status, tenant) in zip(rows, replies, strict=True)
+            if wanted.matches(status, tenant)
         ]
 
     async def _fill_states(

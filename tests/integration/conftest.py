@@ -7,6 +7,7 @@ import functools
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class Platform:
     log_dir: Path
     metrics_url: str
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    edge: EnvoyServer | None = None
 
     @property
     def edge_url(self) -> str:
@@ -75,20 +77,12 @@ def platform_settings(
     )
 
 
-@pytest.fixture(scope="session")
-def platform(
-    postgres_server: PostgresServer,
-    redis_server: RedisServer,
-    s3_server: SeaweedS3,
-    road_graph: Path,
-) -> Iterator[Platform]:
-    """The four services and the edge, started once per session and stopped by PID."""
-    data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-platform-"))
+@contextmanager
+def running_platform(settings: Settings, data_dir: Path, s3: SeaweedS3) -> Iterator[Platform]:
+    """The four services and the edge on ``settings``, logging under ``data_dir``; stopped by
+    PID at the end."""
     log_dir = data_dir / "logs"
-    settings = platform_settings(
-        postgres_server, redis_server, s3_server, road_graph.parent, data_dir
-    )
-    s3_server.ensure_bucket(settings.proof_bucket)
+    s3.ensure_bucket(settings.proof_bucket)
     metrics_port = free_port()
     addresses = {name: f"{settings.host}:{settings.port_of(name)}" for name in SERVICES}
     processes = {
@@ -115,10 +109,29 @@ def platform(
             log_dir=log_dir,
             metrics_url=f"http://{settings.host}:{metrics_port}/metrics",
             processes=processes,
+            edge=edge,
         )
     finally:
         if edge is not None:
             edge.stop()
         for process in reversed(processes.values()):
             process.stop(grace=15.0)
+
+
+@pytest.fixture(scope="session")
+def platform(
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    s3_server: SeaweedS3,
+    road_graph: Path,
+) -> Iterator[Platform]:
+    """The four services and the edge, started once per session and stopped by PID."""
+    data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-platform-"))
+    settings = platform_settings(
+        postgres_server, redis_server, s3_server, road_graph.parent, data_dir
+    )
+    try:
+        with running_platform(settings, data_dir, s3_server) as running:
+            yield running
+    finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -29,6 +29,7 @@ from core.bus import Bus
 from core.db import Database
 from core.geo import LatLng
 from tests.integration.conftest import Platform
+from tracking.fleet_watch import watch_fleet
 from tracking.geofence_observer import GeofenceObserver
 from tracking.geofences import GeofenceStore
 from tracking.positions import Fix, PositionUpdate
@@ -37,6 +38,8 @@ pytestmark = pytest.mark.integration
 
 IDLE, OFFLINE = common_pb2.DRIVER_STATUS_IDLE, common_pb2.DRIVER_STATUS_OFFLINE
 RUN = uuid.uuid4().hex[:6]
+# The tenant of this module's drivers, fences and dispatcher token.
+TENANT = f"tenant-{RUN}"
 # Road positions (snapped with OSRM) around Valletta's Grand Harbour.
 CENTER = LatLng(35.89737, 14.512286)  # Valletta
 PLACES = {
@@ -84,6 +87,7 @@ async def _put_driver(client: aioredis.Redis, place: str, position: LatLng, stat
             keys.FIELD_SNAPPED_LAT: "",
             keys.FIELD_SNAPPED_LNG: "",
             keys.FIELD_NAME: place.title(),
+            keys.FIELD_TENANT: TENANT,
         },
     )
 
@@ -280,8 +284,10 @@ async def test_geofence_crud_and_paging(fleet: Stub, auth: Auth) -> None:
 
 
 def _update(driver: str, at: dt.datetime, position: LatLng) -> PositionUpdate:
-    fix = Fix(driver, at, position, 5.0, 0.0, 0.0, at)
-    return PositionUpdate(driver, at, position, None, 0.0, 0.0, IDLE, "", "", (fix,))
+    fix = Fix(driver, at, position, 5.0, 0.0, 0.0, at, tenant_id=TENANT)
+    return PositionUpdate(
+        driver, at, position, None, 0.0, 0.0, IDLE, "", "", (fix,), tenant_id=TENANT
+    )
 
 
 async def _events(
@@ -364,6 +370,7 @@ async def test_watch_fleet_snapshot_then_updates_and_removals(
         first = await asyncio.wait_for(call.read(), TIMEOUT_S)
         ids = {d.driver_id for d in first.drivers}
         assert {_id("valletta"), _id("floriana")} <= ids and _id("marsa") not in ids
+        assert first.snapshot_complete
         moved_out = tracking_pb2.DriverState(
             driver_id=_id("valletta"), status=IDLE, position=_ll(PLACES["marsa"])
         )
@@ -371,7 +378,7 @@ async def test_watch_fleet_snapshot_then_updates_and_removals(
             driver_id=_id("marsa"), status=IDLE, position=_ll(CENTER)
         )
         update = fleet_service_pb2.WatchFleetResponse(drivers=[moved_out, moved_in])
-        await redis_client.publish(topics.FLEET_CHANNEL, update.SerializeToString())
+        await redis_client.publish(topics.fleet_channel(TENANT), update.SerializeToString())
         changed: set[str] = set()
         removed: set[str] = set()
         while _id("marsa") not in changed or _id("valletta") not in removed:
@@ -381,3 +388,23 @@ async def test_watch_fleet_snapshot_then_updates_and_removals(
         assert _id("valletta") not in changed
     finally:
         call.cancel()
+
+
+async def test_watch_fleet_splits_a_large_snapshot_and_marks_its_end(
+    redis_client: aioredis.Redis, platform: Platform
+) -> None:
+    settings = platform.settings.replace(fleet_message_max_drivers=2)
+    request = fleet_service_pb2.WatchFleetRequest()  # the whole fleet: every test's drivers
+    stream = watch_fleet(redis_client, settings, request, f"tenant-{RUN}")
+    seen: list[str] = []
+    try:
+        while True:
+            message = await asyncio.wait_for(anext(stream), TIMEOUT_S)
+            assert 0 < len(message.drivers) <= 2
+            seen += [d.driver_id for d in message.drivers]
+            if message.snapshot_complete:
+                break
+    finally:
+        await stream.aclose()
+    assert len(seen) == len(set(seen)) and len(seen) > 2
+    assert {_id(place) for place in PLACES} <= set(seen)

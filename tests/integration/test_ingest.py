@@ -260,6 +260,34 @@ def test_sigkill_of_the_gateway_mid_drive_loses_no_acked_fix(
     assert len(rows) == len(fixes)
 
 
+def test_a_gateway_shutting_down_ends_streams_with_unavailable(
+    ingest: Ingest, roads: RoadNetwork, driver_id: str
+) -> None:
+    fixes = trace(_route_points(roads, 10), now_s() - 30)
+    app = _connect(ingest, driver_id)
+    app.hello()
+    assert app.send_and_wait(batch(1, fixes[:5])).ack.seq == 1
+
+    assert ingest.gateway.pid is not None
+    os.killpg(ingest.gateway.pid, signal.SIGTERM)  # a graceful stop, as Kubernetes does
+    with pytest.raises(grpc.RpcError) as ended:
+        while True:
+            app.recv()
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in (ended.value.details() or "")
+    app.close()
+    gateway = ingest.gateway
+    wait_until(lambda: not gateway.running, timeout=30, what="the gateway to exit")
+    assert gateway.returncode == 0, gateway.log_tail()
+    ingest.restart_gateway()
+
+    again = _connect(ingest, driver_id)
+    assert again.hello().last_acked_seq == 1
+    assert again.send_and_wait(batch(2, fixes[5:])).ack.seq == 2
+    again.close()
+    assert len(_wait_history(ingest, driver_id, len(fixes))) == len(fixes)
+
+
 def test_the_token_decides_the_driver(ingest: Ingest, driver_id: str) -> None:
     app = _connect(ingest, driver_id)
     assert app.hello().driver_id == driver_id

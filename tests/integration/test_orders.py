@@ -214,13 +214,19 @@ def test_instruction_change_reaches_the_assigned_driver(client: Client, dispatch
     command = next_command(live)
     assert command.instruction_change.order_id == order_id
     assert command.instruction_change.instructions.access_code == "4321"
-    # A customer reschedules: the driver gets the new window.
+    # Then the route holding the order, as its next version with the new instructions.
+    route = next_command(live).route_update
+    assert (route.reason, route.route.version) == ("instructions", 2)
+    assert route.route.stops[-1].instructions == instructions
+    # A customer reschedules: the driver gets the new window, and the route without the order.
     new_window = window(2 * 86400)
     move = pb.RescheduleOrderRequest(
         order_id=order_id, drop_off_window=new_window, tracking_token=token
     )
     assert client.orders.RescheduleOrder(move).order.status == S.ORDER_STATUS_RESCHEDULED
     assert next_command(live).instruction_change.window == new_window
+    route = next_command(live).route_update
+    assert (route.reason, route.route.version, list(route.route.stops)) == ("rescheduled", 3, [])
     live.close()
 
 

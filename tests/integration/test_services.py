@@ -1,4 +1,4 @@
-"""The four service processes answer health, reflection and (not yet implemented) RPCs, directly
+"""The four service processes answer health, reflection and RPCs (with their statuses), directly
 and through the Envoy edge, over gRPC and grpc-web, and shut down gracefully."""
 
 from __future__ import annotations
@@ -193,33 +193,33 @@ def test_reflection_lists_the_services(platform: Platform, service: str) -> None
     assert _listed_services(platform.edge_address, via_edge_to=service) == expected
 
 
-# --- unimplemented RPCs --------------------------------------------------------------------
-# WebhookService lands with the integrations issue; until then it shows what an RPC without
-# behaviour answers, through each kind of generated client.
+# --- statuses through each client ------------------------------------------------------
+# A refused call (ListWebhooks without a token) reaches each kind of generated client with its
+# status and message, directly and through the edge. (UNIMPLEMENTED for RPCs without behaviour
+# is covered by tests/unit/test_interceptor.py: every RPC of the contracts has one by now.)
 
 
 @pytest.mark.parametrize("via_edge", [False, True], ids=["direct", "edge"])
-def test_unimplemented_rpc_with_the_grpcio_stub(platform: Platform, via_edge: bool) -> None:
+def test_a_refused_rpc_with_the_grpcio_stub(platform: Platform, via_edge: bool) -> None:
     address = platform.edge_address if via_edge else platform.addresses["dispatch"]
     with grpc.insecure_channel(address) as channel:
         stub = integration_service_pb2_grpc.WebhookServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
             stub.ListWebhooks(integration_service_pb2.ListWebhooksRequest(), timeout=10)
     error = caught.value
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    expected = "/lastmile.integration.v1.WebhookService/ListWebhooks is not implemented yet"
-    assert error.details() == expected
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error.details() == "this call needs a token"
 
 
-async def test_unimplemented_rpc_with_the_betterproto_client(platform: Platform) -> None:
+async def test_a_refused_rpc_with_the_betterproto_client(platform: Platform) -> None:
     channel = Channel("127.0.0.1", platform.settings.dispatch_port)
     try:
         with pytest.raises(GRPCError) as caught:
             await WebhookServiceStub(channel).list_webhooks(ListWebhooksRequest(), timeout=10)
     finally:
         channel.close()
-    assert caught.value.status == Status.UNIMPLEMENTED
-    assert caught.value.message is not None and "ListWebhooks" in caught.value.message
+    assert caught.value.status == Status.UNAUTHENTICATED
+    assert caught.value.message == "this call needs a token"
 
 
 # --- schema --------------------------------------------------------------------------------
@@ -290,16 +290,16 @@ def _handled(url: str, method: str, code: str) -> float:
 
 
 def test_metrics_count_handled_rpcs(platform: Platform) -> None:
-    before = _handled(platform.metrics_url, "ListWebhooks", "UNIMPLEMENTED")
+    before = _handled(platform.metrics_url, "ListWebhooks", "UNAUTHENTICATED")
     with grpc.insecure_channel(platform.addresses["dispatch"]) as channel:
         stub = integration_service_pb2_grpc.WebhookServiceStub(channel)
         with pytest.raises(grpc.RpcError):
             stub.ListWebhooks(integration_service_pb2.ListWebhooksRequest(), timeout=10)
     # The counter moves once the handler finished, which may be just after the client saw it.
     after = wait_until(
-        lambda: _handled(platform.metrics_url, "ListWebhooks", "UNIMPLEMENTED") >= before + 1,
+        lambda: _handled(platform.metrics_url, "ListWebhooks", "UNAUTHENTICATED") >= before + 1,
         timeout=5,
         what="lastmile_rpc_handled_total to count the call",
     )
     assert after
-    assert _handled(platform.metrics_url, "ListWebhooks", "UNIMPLEMENTED") == before + 1
+    assert _handled(platform.metrics_url, "ListWebhooks", "UNAUTHENTICATED") == before + 1

@@ -121,6 +121,28 @@ Req = driver_service_pb2.ConnectRequest
             "failed_attempt.reason",
         ),
         (Req(seq=1, route_ack=driver_pb2.RouteAck()), "route_ack.route_id"),
+        (
+            Req(seq=1, route_ack=driver_pb2.RouteAck(route_id="r", version=2**31)),
+            "route_ack.version is above",
+        ),
+        (
+            Req(
+                seq=1,
+                stop=driver_pb2.StopEvent(
+                    order_id="o\x00", kind=driver_pb2.STOP_EVENT_KIND_ARRIVED
+                ),
+            ),
+            "stop.order_id must not contain NUL",
+        ),
+        (
+            Req(
+                seq=1,
+                failed_attempt=driver_pb2.FailedAttempt(
+                    order_id="o", note="\x00", reason=common_pb2.FAILURE_REASON_NOT_HOME
+                ),
+            ),
+            "failed_attempt.note must not contain NUL",
+        ),
     ],
 )
 def test_other_events_are_checked(request_: driver_service_pb2.ConnectRequest, text: str) -> None:

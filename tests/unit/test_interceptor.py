@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from core import auth
 from core.auth import Role
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
-from core.interceptors import ServiceInterceptor
+from core.interceptors import MAX_DETAILS_BYTES, ServiceInterceptor
 from core.settings import Settings
 from tests.helpers import async_wait_until
 
@@ -30,8 +30,8 @@ class Orders(order_service_pb2_grpc.OrderServiceServicer):
     async def GetOrder(
         self, request: order_service_pb2.GetOrderRequest, context: Any
     ) -> order_service_pb2.GetOrderResponse:
-        if request.order_id == "missing":
-            raise NotFound("order missing does not exist")
+        if request.order_id.startswith("missing"):
+            raise NotFound(f"order {request.order_id} does not exist")
         caller = auth.require(Role.DISPATCHER)
         return order_service_pb2.GetOrderResponse(
             order=dispatch_pb2.Order(order_id=request.order_id, tenant_id=caller.tenant_id)
@@ -215,3 +215,29 @@ async def test_the_caller_is_bound_from_the_bearer_token(
     for metadata in (None, [("authorization", "Bearer not-a-token")]):
         code, message = await _status(stub.GetOrder(request, metadata=metadata))
         assert (code, message) == (grpc.StatusCode.UNAUTHENTICATED, "this call needs a token")
+
+
+async def test_an_over_long_message_is_cut(
+    stub: order_service_pb2_grpc.OrderServiceAsyncStub,
+) -> None:
+    # The status travels in HTTP/2 trailers: 100 kB would reset the stream instead.
+    call = stub.GetOrder(order_service_pb2.GetOrderRequest(order_id="missing" + "é" * 50_000))
+    code, details = await _status(call)
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert details.startswith("order missingéé") and details.endswith("...")
+    assert len(details.encode()) <= MAX_DETAILS_BYTES + 3
+
+
+async def test_text_with_nul_is_refused_before_the_handler(
+    stub: order_service_pb2_grpc.OrderServiceAsyncStub,
+) -> None:
+    call = stub.GetOrder(order_service_pb2.GetOrderRequest(order_id="missing\x00"))
+    assert await _status(call) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "order_id must not contain NUL characters",
+    )
+    stream = stub.WatchOrders(order_service_pb2.WatchOrdersRequest(order_ids=["o-1", "o-\x00"]))
+    assert await _status(stream.read()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "order_ids must not contain NUL characters",
+    )

@@ -109,7 +109,8 @@ def test_edge_sends_other_paths_to_the_web_server_only_when_asked() -> None:
     routes = web["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"
     ]["route_config"]["virtual_hosts"][0]["routes"]
-    assert routes[-1] == {"match": {"prefix": "/"}, "route": {"cluster": WEB_CLUSTER}}
+    assert routes[-1]["match"] == {"prefix": "/"}
+    assert routes[-1]["route"] == {"cluster": WEB_CLUSTER}
     clusters = {c["name"]: c for c in web["static_resources"]["clusters"]}
     assert "typed_extension_protocol_options" not in clusters[WEB_CLUSTER]  # HTTP/1.1
     assert WEB_CLUSTER not in {c["name"] for c in plain["static_resources"]["clusters"]}

@@ -16,5 +16,6 @@ Modules: ``scenario`` (TOML scenarios, CSV replay), ``curve`` (order-rate curve,
 ``gps`` (noise model, motion along a route), ``city`` (road network, places), ``connection``
 (channels, tokens, stubs), ``driver``, ``origin``, ``customer`` (actors), ``assign`` (the
 baseline assignment policy), ``proofs``, ``metrics``, ``report``, ``run`` (one simulation),
-``load`` (load mode), ``cli`` (``lastmile simulate``).
+``load`` (load mode, also the tracking benchmark's load generator; its actors in
+``load_actors``, its orders in ``load_orders``), ``cli`` (``lastmile simulate``).
 """

@@ -21,12 +21,18 @@ from simulator.gps import RoutePath, offset
 PLACE_ATTEMPTS = 50
 
 
-def open_roads(settings: Settings, pbf: Path | None) -> RoadNetwork:
-    """The road network of ``pbf`` (the platform's city when None), built once and cached
-    under the platform's graph folder, one sub-folder per extract."""
+def road_graph(settings: Settings, pbf: Path | None) -> Path:
+    """The simulator's graph of ``pbf`` (the platform's city when None), built once and cached
+    under the platform's graph folder, one sub-folder per extract. Build it before starting
+    processes that open it: concurrent first builds would collide."""
     source = (pbf or settings.osm_pbf).resolve()
     graph_dir = settings.graph_dir / "simulator" / source.name.removesuffix(".osm.pbf")
-    return RoadNetwork(build_graph(source, graph_dir))
+    return build_graph(source, graph_dir)
+
+
+def open_roads(settings: Settings, pbf: Path | None) -> RoadNetwork:
+    """The road network of ``pbf`` (see :func:`road_graph`)."""
+    return RoadNetwork(road_graph(settings, pbf))
 
 
 class City:

@@ -93,9 +93,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.load:
         from simulator.load import run_load
 
-        return run_load(
-            settings, args.target, args.drivers, args.customers, args.seconds, args.processes
-        )
+        try:
+            return run_load(
+                settings, args.target, args.drivers, args.customers, args.seconds, args.processes
+            )
+        except ValueError as exc:
+            print(f"lastmile simulate --load: {exc}", file=sys.stderr)
+            return 2
     if not args.scenario:
         print("lastmile simulate: give a SCENARIO (or --load)", file=sys.stderr)
         return 2

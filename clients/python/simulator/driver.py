@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import betterproto
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from lastmile_client.lastmile.common.v1 import DriverStatus, FailureReason
@@ -44,7 +45,7 @@ class Stop:
     """One place the driver has to be: a pickup or a drop-off of an order."""
 
     order_id: str
-    kind: str  # "pickup" | "drop_off"
+    kind: str  # "pickup" | "drop_off" | "return" (a returned parcel back to its pickup)
     location: LatLng
     stop_id: str
 
@@ -66,6 +67,9 @@ class World(Protocol):
 
     async def after_failure(self, order_id: str, reason: str, before: int) -> str:
         """What the platform decided after a failed attempt: reattempt, returned, ..."""
+
+    def return_point(self, order_id: str) -> LatLng | None:
+        """Where a returned order goes back to (its pickup point, as the platform has it)."""
 
     def proofs_available(self) -> bool:
         """Whether the platform confirms proofs (else the step is skipped and reported)."""
@@ -110,6 +114,11 @@ class Driver:
         """No stops left."""
         return not self.stops
 
+    @property
+    def returning(self) -> bool:
+        """A returned parcel is still on board."""
+        return any(s.kind == "return" for s in self.stops)
+
     def assign(self, order_id: str, pickup: LatLng, drop_off: LatLng) -> None:
         """Take an order (baseline policy: the desk tells the driver directly)."""
         if any(s.order_id == order_id for s in self.stops):
@@ -141,6 +150,9 @@ class Driver:
             self._recorder.counts["offers_withdrawn"] += 1
         elif kind == "route_update":
             self._apply_route(value.route)
+        elif kind == "welcome" and betterproto.serialized_on_wire(value.route):
+            # A version pushed while the stream was down: Welcome carries it until acked.
+            self._apply_route(value.route)
         elif kind == "order_cancelled":
             self.stops = [s for s in self.stops if s.order_id != value.order_id]
             self._recorder.counts["orders_cancelled_on_route"] += 1
@@ -157,7 +169,8 @@ class Driver:
             kind = "pickup" if stop.kind.value == 1 else "drop_off"
             where = LatLng(stop.location.lat, stop.location.lng)
             stops.append(Stop(stop.order_id, kind, where, stop.stop_id))
-        self.stops = stops
+        # The platform plans no return trips: the driver keeps its own.
+        self.stops = [s for s in self.stops if s.kind == "return"] + stops
         self._recorder.counts["route_updates"] += 1
         self._link.send(route_ack=RouteAck(route_id=route.route_id, version=route.version))
         self._work.set()
@@ -209,9 +222,12 @@ class Driver:
     async def _serve(self, stop: Stop) -> None:
         started = self._clock.elapsed()
         self._status(DriverStatus.TO_PICKUP if stop.kind == "pickup" else DriverStatus.DELIVERING)
-        await self._drive(self._city.path(self.position, stop.location))
+        path = self._city.path(self.position, stop.location)
+        await self._drive(path)
         if stop.kind == "pickup":
             await self._pickup(stop)
+        elif stop.kind == "return":
+            await self._hand_back(stop, path.length_m)
         else:
             await self._drop_off(stop)
         self._recorder.driver(self.driver_id).busy_s += self._clock.elapsed() - started
@@ -275,6 +291,25 @@ class Driver:
             # Come back later: the stop goes to the end of the plan.
             await self._clock.sleep(self._reattempt_wait_s)
             self.stops.append(stop)
+        elif decision == "returned":
+            self._plan_return(stop.order_id)
+
+    def _plan_return(self, order_id: str) -> None:
+        """The platform returned the order to its origin: the parcel goes back there next.
+        (No await before the stop is planned: the run must not end with the parcel on board.)"""
+        origin = self._world.return_point(order_id)
+        if origin is None:
+            self._recorder.note("a returned order without a pickup point was not driven back")
+            return
+        self.stops.insert(0, Stop(order_id, "return", origin, f"{order_id}:return"))
+
+    async def _hand_back(self, stop: Stop, driven_m: float) -> None:
+        """At the origin with a returned parcel: hand it back (the platform has nothing more
+        to hear: the order is already RETURNED)."""
+        await self._clock.sleep(self._rng.uniform(30.0, 90.0))
+        self._recorder.counts["return_trips"] += 1
+        self._recorder.driver(self.driver_id).return_m += driven_m
+        self._finish(stop)
 
     async def _hand_over(self, stop: Stop) -> None:
         proof_id = ""

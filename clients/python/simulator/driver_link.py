@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -28,7 +29,18 @@ from simulator.gps import Fix
 from simulator.metrics import Recorder
 
 Command = Callable[[str, Any], Awaitable[None]]
-RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: Reconnect delays grow exponentially from the base to the cap; each is drawn between half
+#: and all of that (jitter), so that apps cut off together (a gateway restart) do not all come
+#: back in the same instant. A session that got as far as Welcome starts over from the base.
+RECONNECT_BASE_S = 0.2
+RECONNECT_CAP_S = 5.0
+
+
+def reconnect_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect number ``attempt`` (0 = the first) of a broken link."""
+    ceiling = min(RECONNECT_CAP_S, RECONNECT_BASE_S * (1 << min(attempt, 16)))
+    share = rng.uniform(0.5, 1.0) if rng is not None else random.uniform(0.5, 1.0)
+    return ceiling * share
 
 
 def default_config(mode: TrackingMode, capture_s: float, upload_s: float) -> TrackingConfig:
@@ -62,6 +74,8 @@ class DriverLink:
         self._outbox: asyncio.Queue[ConnectRequest | None] = asyncio.Queue()
         self._fix_counts: dict[int, int] = {}
         self.connected = asyncio.Event()
+        # Whether the current session reached Welcome (then the backoff starts over).
+        self._established = False
         # Set whenever nothing is waiting for an ack.
         self._drained = asyncio.Event()
         self._closing = False
@@ -96,14 +110,15 @@ class DriverLink:
         while not self._closing:
             try:
                 await self._session()
-                attempt = 0
             except (GRPCError, StreamTerminatedError, OSError, ConnectionError) as exc:
                 self._recorder.counts["reconnects"] += 1
                 self._recorder.note(f"driver stream error (reconnected): {exc}")
             self.connected.clear()
             if self._closing:
                 return
-            await asyncio.sleep(RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)])
+            if self._established:
+                attempt, self._established = 0, False
+            await asyncio.sleep(reconnect_delay(attempt))
             attempt += 1
 
     async def _session(self) -> None:
@@ -155,6 +170,7 @@ class DriverLink:
             queue.put_nowait(request)
         if welcome.tracking_config.capture_interval:
             self.config = welcome.tracking_config
+        self._established = True
         self.connected.set()
 
     def _acked(self, seq: int) -> None:

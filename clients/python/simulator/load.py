@@ -1,149 +1,334 @@
-"""Load mode: thousands of driver streams sending GPS along real roads and customer Track
-streams watching real orders, from several processes, bounded in count and in time.
+"""Load mode: thousands of driver streams sending GPS along real roads and customer ``Track``
+streams watching real orders, from several processes, bounded in count and in time. It is the
+one load generator of the project: ``lastmile simulate --load`` and the tracking benchmark
+(``bench/tracking.py``, whose phases are :class:`Phase` values) both run :func:`run_plan`.
 
-Each process opens its share of driver streams (spread over a few HTTP/2 connections), sends
-a one-second batch of fixes per driver per upload interval, creates a handful of orders and
-opens its share of Track streams on them; it reports what it sent and what was acked. The
-parent sums the processes' figures and prints them as JSON.
+A :class:`LoadPlan` is one process's share: its drivers (each on its own ``Connect`` stream,
+a few hundred streams per HTTP/2 connection, moving back and forth along a road of the city
+with GPS noise, see :mod:`simulator.load_actors`), the tracking tokens its customers watch, and
+how many orders it first creates on its own drivers (:mod:`simulator.load_orders`; the
+benchmark puts its orders straight into the database instead). :func:`run_worker` runs a plan
+in a process and returns its figures as a plain dict; :func:`merge` sums the figures of many.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import math
 import multiprocessing
 import random
+import resource
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from lastmile_client.lastmile.driver.v1 import TrackingMode
-from lastmile_client.lastmile.tracking.v1 import TrackRequest
+from grpc import aio
 
+from core.auth import Role
 from core.geo import LatLng
 from core.settings import Settings
-from simulator.city import City, open_roads
-from simulator.clock import SimClock
+from simulator.city import City, open_roads, road_graph
 from simulator.connection import Connection, addresses_of
-from simulator.customer import Customer
-from simulator.driver_link import DriverLink, default_config, fix_message
 from simulator.gps import GpsNoise, RoutePath
-from simulator.metrics import Recorder
-from simulator.scenario import Customers
+from simulator.load_actors import (
+    MODES,
+    LoadDriver,
+    Phase,
+    Tally,
+    Walker,
+    drive,
+    road_seconds,
+    watch,
+)
+from simulator.load_orders import place_orders
+from simulator.report import percentile
 
-CENTER = LatLng(35.8989, 14.5146)
+__all__ = [
+    "LoadPlan",
+    "Phase",
+    "merge",
+    "raise_fd_limit",
+    "run_load",
+    "run_plan",
+    "run_plans",
+    "run_worker",
+    "standalone_plans",
+]
+
+# Where `lastmile simulate --load` drives when not told: central Malta.
+CENTER = (35.8989, 14.5146)
 RADIUS_M = 4000.0
 STREAMS_PER_CONNECTION = 200
 PATHS_PER_PROCESS = 16
-ORDERS_PER_PROCESS = 8
-DRIVE_SPEED_MPS = 10.0
-UPLOAD_EVERY_S = 5.0
+# Streams opened together during a ramp.
+RAMP_GROUP = 200
+# Figures that are not summed by :func:`merge`.
+_NOT_SUMMED = frozenset({"latencies", "first_error", "peak_rss_kb", "wall_s", "process"})
 
 
-async def _driver(link: DriverLink, path: RoutePath, noise: GpsNoise, stop_at: float) -> None:
-    runner = asyncio.create_task(link.run())
-    await link.connected.wait()
-    distance = random.uniform(0.0, path.length_m)
-    loop = asyncio.get_running_loop()
-    try:
-        while loop.time() < stop_at:
-            fixes = []
-            for _ in range(int(UPLOAD_EVERY_S)):
-                distance = (distance + DRIVE_SPEED_MPS) % max(1.0, path.length_m)
-                where, heading = path.position_at(distance)
-                fixes.append(
-                    fix_message(noise.observe(where, DRIVE_SPEED_MPS, heading), SimClock.wall_now())
-                )
-            link.send_fixes(fixes)
-            await asyncio.sleep(UPLOAD_EVERY_S)
-    finally:
-        await link.close()
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await runner
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """One load process's share of a run (picklable: it crosses process boundaries)."""
+
+    settings: Settings
+    # Service name -> host:port (gateway, dispatch; tracking unless ``trackers`` is given).
+    addresses: dict[str, str]
+    tenant: str
+    phase: Phase
+    drivers: tuple[str, ...] = ()
+    # Tracking tokens watched by one customer each (orders made elsewhere).
+    tokens: tuple[str, ...] = ()
+    # Orders created first on this plan's first drivers, and the customers watching them
+    # (spread evenly over them).
+    orders: int = 0
+    customers: int = 0
+    # Tracking processes the customers spread over (default: addresses["tracking"]).
+    trackers: tuple[str, ...] = ()
+    center: tuple[float, float] = CENTER
+    radius_m: float = RADIUS_M
+    gps_noise_m: float = 5.0
+    gps_outlier_rate: float = 0.01
+    seed: int = 0
+    index: int = 0
 
 
-async def _watcher(connection: Connection, token: str, recorder: Recorder, stop_at: float) -> None:
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(TimeoutError, Exception):
-        async with asyncio.timeout(max(0.1, stop_at - loop.time())):
-            recorder.counts["track_opens"] += 1
-            async for _ in connection.tracking().track(TrackRequest(tracking_token=token)):
-                recorder.counts["track_messages"] += 1
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (thousands of sockets); returns it."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
-async def _process(
-    settings: Settings, target: str | None, index: int, drivers: int, customers: int, seconds: float
-) -> dict[str, Any]:
-    rng = random.Random(index)
-    city = City(open_roads(settings, None), CENTER, RADIUS_M)
+def run_worker(plan: LoadPlan) -> dict[str, Any]:
+    """Run ``plan`` in this process (a pool worker or a child) and return its figures."""
+    raise_fd_limit()
+    return asyncio.run(run_plan(plan))
+
+
+@dataclass
+class _Channels:
+    """The streams' channels: gateway and tracking processes, a few hundred streams each."""
+
+    gateway: list[aio.Channel]
+    tracking: list[aio.Channel]
+
+    @classmethod
+    def open(cls, plan: LoadPlan, drivers: int, customers: int) -> _Channels:
+        trackers = plan.trackers or (plan.addresses["tracking"],)
+        per_tracker = math.ceil(customers / len(trackers) / STREAMS_PER_CONNECTION)
+        return cls(
+            [_channel(plan.addresses["gateway"]) for _ in range(_needed(drivers))],
+            [_channel(t) for t in trackers for _ in range(max(1, per_tracker))],
+        )
+
+    async def close(self) -> None:
+        """Close every channel."""
+        for channel in self.gateway + self.tracking:
+            await channel.close(None)
+
+
+def _needed(streams: int) -> int:
+    return max(1, math.ceil(streams / STREAMS_PER_CONNECTION))
+
+
+def _channel(address: str) -> aio.Channel:
+    # Each channel its own connection (grpc shares them by default), so that streams spread
+    # over connections and over the gateway processes sharing a port.
+    return aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def _paths(plan: LoadPlan) -> tuple[City, list[RoutePath]]:
+    city = City(open_roads(plan.settings, None), LatLng(*plan.center), plan.radius_m)
+    rng = random.Random(f"{plan.seed}:paths:{plan.index}")
     paths = [
         city.path(city.random_place(rng), city.random_place(rng)) for _ in range(PATHS_PER_PROCESS)
     ]
-    addresses = addresses_of(settings, target)
-    pool = [
-        Connection(settings, addresses, "load")
-        for _ in range(max(1, (drivers + customers) // STREAMS_PER_CONNECTION + 1))
-    ]
-    recorder = Recorder()
-    stop_at = asyncio.get_running_loop().time() + seconds
-    tasks = []
+    return city, paths
 
-    async def ignore(kind: str, value: object) -> None:
-        return None
 
-    for i in range(drivers):
-        connection = pool[i % len(pool)]
-        driver_id = f"load-{index}-{i}"
-        link = DriverLink(
-            connection.gateway(driver_id),
-            driver_id,
-            recorder,
-            ignore,
-            default_config(TrackingMode.ACTIVE, 1.0, UPLOAD_EVERY_S),
-        )
-        noise = GpsNoise(5.0, 0.0, random.Random(f"{index}:{i}"))
-        tasks.append(asyncio.create_task(_driver(link, paths[i % len(paths)], noise, stop_at)))
-    tokens = []
-    if customers:
-        clock = SimClock(1.0)
-        for k in range(ORDERS_PER_PROCESS):
-            customer = Customer(
-                city.random_place(rng),
-                Customers(),
-                pool[0],
-                clock,
-                recorder,
-                random.Random(f"{index}:order:{k}"),
-                f"load{index}",
-            )
-            tokens.append(
-                (
-                    await customer.place("", 3600.0, pickup=paths[k % len(paths)].points[0])
-                ).tracking_token
-            )
-    for i in range(customers):
-        connection = pool[(drivers + i) % len(pool)]
-        tasks.append(
-            asyncio.create_task(_watcher(connection, tokens[i % len(tokens)], recorder, stop_at))
-        )
-    started = time.monotonic()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for connection in pool:
+async def run_plan(plan: LoadPlan) -> dict[str, Any]:
+    """Set up (roads, the plan's orders), then run every stream until the phase ends."""
+    if plan.phase.mode not in MODES:
+        raise ValueError(f"phase mode must be one of {', '.join(MODES)}, got {plan.phase.mode!r}")
+    tally = Tally()
+    connection = Connection(plan.settings, plan.addresses, plan.tenant)
+    customers = len(plan.tokens) + (plan.customers if plan.orders else 0)
+    channels = _Channels.open(plan, len(plan.drivers), customers)
+    try:
+        drivers, tokens = await _prepare(plan, connection, channels, tally)
+        started = time.monotonic()
+        await _run_streams(plan, channels, drivers, tokens, tally)
+        wall_s = time.monotonic() - started
+    finally:
         connection.close()
-    return {"process": index, "wall_s": time.monotonic() - started, **dict(recorder.counts)}
+        await channels.close()
+    return _figures(plan, tally, wall_s)
 
 
-def _child(
+async def _prepare(
+    plan: LoadPlan, connection: Connection, channels: _Channels, tally: Tally
+) -> tuple[list[LoadDriver], list[str]]:
+    """The plan's driver apps on their roads, and the tokens its customers watch."""
+    drivers: list[LoadDriver] = []
+    tokens = list(plan.tokens)
+    if not plan.drivers:
+        return drivers, tokens
+    city, paths = _paths(plan)
+    roads = [road_seconds(path) for path in paths]
+    seeded = [(d, i % len(paths)) for i, d in enumerate(plan.drivers)]
+    orders = await place_orders(
+        connection,
+        [(d, paths[k].points[0]) for d, k in seeded[: plan.orders]],
+        city,
+        f"load{plan.seed}-{plan.index}-{uuid.uuid4().hex[:6]}",
+        tally.recorder,
+    )
+    stops = {o.driver_id: o.stops for o in orders}
+    if orders:
+        tokens += [orders[k % len(orders)].tracking_token for k in range(plan.customers)]
+    for i, (driver_id, k) in enumerate(seeded):
+        rng = random.Random(f"{plan.seed}:{driver_id}")
+        noise = GpsNoise(plan.gps_noise_m, plan.gps_outlier_rate, rng)
+        drivers.append(
+            LoadDriver(
+                driver_id,
+                channels.gateway[i % len(channels.gateway)],
+                tuple(connection.bearer(driver_id, Role.DRIVER).items()),
+                Walker(roads[k], noise, rng),
+                rng,
+                stops.get(driver_id, ()),
+            )
+        )
+    return drivers, tokens
+
+
+async def _run_streams(
+    plan: LoadPlan,
+    channels: _Channels,
+    drivers: list[LoadDriver],
+    tokens: list[str],
+    tally: Tally,
+) -> None:
+    """Open the customers' and drivers' streams (over the ramp) and wait for the deadline."""
+    phase = plan.phase
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + phase.ramp_s + phase.seconds
+    total = len(tokens) + len(drivers)
+    tasks: list[asyncio.Task[None]] = []
+    # Customers first: they see the drivers' first positions.
+    for i, token in enumerate(tokens):
+        await _ramp(i, total, phase.ramp_s)
+        channel = channels.tracking[i % len(channels.tracking)]
+        tasks.append(asyncio.create_task(watch(channel, token, deadline, tally)))
+    for i, driver in enumerate(drivers):
+        await _ramp(len(tokens) + i, total, phase.ramp_s)
+        tasks.append(asyncio.create_task(drive(driver, phase, deadline, tally)))
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, BaseException):
+            tally.error("task_errors", f"a load stream failed: {result!r}")
+
+
+async def _ramp(index: int, total: int, ramp_s: float) -> None:
+    """Pause between groups of streams so that ``total`` open evenly over ``ramp_s``."""
+    if ramp_s > 0 and index % RAMP_GROUP == 0 and index:
+        await asyncio.sleep(ramp_s * RAMP_GROUP / max(1, total))
+
+
+def _figures(plan: LoadPlan, tally: Tally, wall_s: float) -> dict[str, Any]:
+    counts = tally.recorder.counts
+    errors = sum(
+        counts[k]
+        for k in (
+            "stream_errors",
+            "events_rejected",
+            "track_errors",
+            "never_connected",
+            "task_errors",
+        )
+    )
+    return {
+        "process": plan.index,
+        "drivers": len(plan.drivers),
+        "customers": counts["track_opens"],
+        **dict(counts),
+        "errors": errors,
+        "first_error": tally.recorder.notes[0] if tally.recorder.notes else None,
+        "latencies": tally.latencies,
+        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "wall_s": wall_s,
+    }
+
+
+def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several processes as one: counters summed, latencies joined, the first
+    error kept, the largest peak RSS and wall time."""
+    merged: dict[str, Any] = {
+        "latencies": [],
+        "first_error": None,
+        "peak_rss_kb": 0,
+        "wall_s": 0,
+        "errors": 0,
+    }
+    for one in figures:
+        merged["latencies"] += one.get("latencies", [])
+        merged["first_error"] = merged["first_error"] or one.get("first_error")
+        merged["peak_rss_kb"] = max(merged["peak_rss_kb"], one.get("peak_rss_kb", 0))
+        merged["wall_s"] = max(merged["wall_s"], one.get("wall_s", 0))
+        for key, value in one.items():
+            if key not in _NOT_SUMMED and isinstance(value, int | float):
+                merged[key] = merged.get(key, 0) + value
+    return merged
+
+
+def _share(total: int, parts: int, index: int) -> int:
+    return total // parts + (index < total % parts)
+
+
+def standalone_plans(
     settings: Settings,
     target: str | None,
-    index: int,
     drivers: int,
     customers: int,
     seconds: float,
-    results: Any,
-) -> None:
-    results.put(asyncio.run(_process(settings, target, index, drivers, customers, seconds)))
+    processes: int,
+) -> list[LoadPlan]:
+    """``lastmile simulate --load``: drivers sending 5-fix batches every 5 s (the default
+    upload); one order per driver until there is one per customer, the customers spread over
+    them. Refuses customers without drivers (their orders need one)."""
+    if customers > 0 and drivers < 1:
+        raise ValueError("customers watch the drivers' orders: give at least one driver")
+    count = max(1, processes)
+    mine = [_share(drivers, count, i) for i in range(count)]
+    orders = [min(m, _share(min(drivers, customers), count, i)) for i, m in enumerate(mine)]
+    # Customers go to the processes that have orders to watch.
+    watching = [i for i in range(count) if orders[i]]
+    watchers = {i: _share(customers, len(watching), j) for j, i in enumerate(watching)}
+    run = uuid.uuid4().hex[:6]
+    return [
+        LoadPlan(
+            settings=settings,
+            addresses=addresses_of(settings, target),
+            tenant="load",
+            phase=Phase(mode="rate", fixes_per_message=5, interval_s=5.0, seconds=seconds),
+            drivers=tuple(f"load-{run}-{i}-{k}" for k in range(mine[i])),
+            orders=orders[i],
+            customers=watchers.get(i, 0),
+            seed=i,
+            index=i,
+        )
+        for i in range(count)
+    ]
+
+
+def run_plans(plans: list[LoadPlan], timeout_s: float) -> list[dict[str, Any]]:
+    """Each plan in its own process (spawned); their figures in plan order."""
+    road_graph(plans[0].settings, None)  # built once here, opened by every process
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(len(plans)) as pool:
+        pending = [pool.apply_async(run_worker, (plan,)) for plan in plans]
+        return [p.get(timeout=timeout_s) for p in pending]
 
 
 def run_load(
@@ -154,35 +339,21 @@ def run_load(
     seconds: float,
     processes: int,
 ) -> int:
-    """Run the load from ``processes`` processes; print the summed figures as JSON."""
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    count = max(1, processes)
-    children = [
-        context.Process(
-            target=_child,
-            args=(
-                settings,
-                target,
-                i,
-                drivers // count + (i < drivers % count),
-                customers // count + (i < customers % count),
-                seconds,
-                results,
-            ),
-        )
-        for i in range(count)
-    ]
-    for child in children:
-        child.start()
-    figures = [results.get(timeout=seconds + 120.0) for _ in children]
-    for child in children:
-        child.join(timeout=10.0)
-    total: dict[str, float] = {}
+    """``lastmile simulate --load``: run the load and print the figures as JSON (per process
+    and summed, with the customers' position latency percentiles)."""
+    plans = standalone_plans(settings, target, drivers, customers, seconds, processes)
+    figures = run_plans(plans, seconds + 300.0)
+    total = merge(figures)
+    latencies = total.pop("latencies")
+    total["fixes_acked_per_s"] = round(total.get("fixes_acked", 0) / max(1.0, seconds), 1)
+    total["position_latency_ms"] = {
+        f"p{round(q * 100)}": _ms(percentile(latencies, q)) for q in (0.5, 0.95, 0.99)
+    }
     for one in figures:
-        for key, value in one.items():
-            if key not in ("process", "wall_s") and isinstance(value, int | float):
-                total[key] = total.get(key, 0) + value
-    total["fixes_acked_per_s"] = total.get("fixes_acked", 0) / max(1.0, seconds)
+        one["positions"] = len(one.pop("latencies"))
     print(json.dumps({"processes": figures, "total": total}, indent=2))
     return 0
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)

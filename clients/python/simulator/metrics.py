@@ -35,6 +35,8 @@ class DriverRecord:
     driver_id: str
     distance_m: float = 0.0
     busy_s: float = 0.0
+    # Part of the distance driven taking returned parcels back to their origin.
+    return_m: float = 0.0
 
 
 @dataclass

@@ -86,6 +86,11 @@ def summarize(scenario: Scenario, recorder: Recorder, wall_s: float) -> dict[str
             "p95_abs": percentile([abs(e) for e in errors], 0.95),
         },
         "failed_attempts_by_reason": dict(failed_by_reason),
+        "returns": {
+            "orders_returned": outcomes.get("returned", 0),
+            "trips_driven": recorder.counts["return_trips"],
+            "km": sum(d.return_m for d in drivers) / 1000.0,
+        },
         "pings": {
             "sent": recorder.counts["fixes_sent"],
             "acked": recorder.counts["fixes_acked"],

@@ -203,8 +203,11 @@ class Simulation:
             following.cancel()
 
     def _all_done(self) -> bool:
-        return len(self.recorder.orders) == len(self.planned) and all(
-            o.outcome in FINAL_OUTCOMES for o in self.recorder.orders.values()
+        """Every order final and no returned parcel still on its way back."""
+        return (
+            len(self.recorder.orders) == len(self.planned)
+            and all(o.outcome in FINAL_OUTCOMES for o in self.recorder.orders.values())
+            and not any(d.returning for d in self.drivers)
         )
 
     def _progress_line(self) -> str:
@@ -220,6 +223,7 @@ class Simulation:
         await self.setup()
         background = [asyncio.create_task(link.run()) for link in self.links]
         background += [asyncio.create_task(d.run()) for d in self.drivers]
+        background += [asyncio.create_task(o.watch()) for o in self.origins]
         if self.desk is not None:
             background.append(asyncio.create_task(self.desk.run()))
         orders = [asyncio.create_task(self._order(i, p)) for i, p in enumerate(self.planned)]

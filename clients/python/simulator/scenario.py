@@ -17,7 +17,7 @@ A scenario (see ``scenarios/smoke.toml``) has top-level keys and four tables::
     [fleet]   drivers, capacity, speed_variation, offer_accept_rate, reattempt_wait_s
     [orders]  base_per_hour, lunch_peak_per_hour, dinner_peak_per_hour, peak_width_s,
               max_orders, window_s, replay_csv
-    [origins] count, reject_rate, prep_min_s, prep_max_s
+    [origins] count, reject_rate, prep_min_s, prep_max_s, prep_distribution, prep_mode_s, api
     [customers] not_home_rate, instruction_change_rate, track_opens_min, track_opens_max
     [gps]     noise_m, outlier_rate
 
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 POLICIES = ("baseline", "platform")
+PREP_DISTRIBUTIONS = ("uniform", "triangular")
 
 
 class ScenarioError(ValueError):
@@ -75,9 +76,20 @@ class Origins:
     """Restaurants and stores."""
 
     count: int = 5
+    # Share of incoming orders an origin rejects.
     reject_rate: float = 0.05
+    # Preparation time of an accepted order, simulated seconds: drawn from
+    # ``prep_distribution`` (uniform, or triangular with its peak at ``prep_mode_s``; 0 = the
+    # middle) between ``prep_min_s`` and ``prep_max_s``.
     prep_min_s: float = 300.0
     prep_max_s: float = 900.0
+    prep_distribution: str = "uniform"
+    prep_mode_s: float = 0.0
+    # True: origins answer like real ones, through OriginService (they learn of orders on
+    # WatchOriginOrders, accept with the drawn preparation or reject, and MarkReady when it is
+    # over). False: they only cook; the platform's answer policy answers for them and a
+    # rejection is the desk cancelling the order.
+    api: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +170,18 @@ def _build[T](kind: type[T], raw: dict[str, Any], where: str) -> T:
     return kind(**values)
 
 
+def _preparation(origins: Origins) -> None:
+    if origins.prep_min_s < 0:
+        raise ScenarioError("origins.prep_min_s must not be negative")
+    if origins.prep_distribution not in PREP_DISTRIBUTIONS:
+        raise ScenarioError(
+            f"origins.prep_distribution: one of {', '.join(PREP_DISTRIBUTIONS)},"
+            f" got {origins.prep_distribution!r}"
+        )
+    if origins.prep_mode_s and not origins.prep_min_s <= origins.prep_mode_s <= origins.prep_max_s:
+        raise ScenarioError("origins.prep_mode_s must lie between prep_min_s and prep_max_s")
+
+
 def _rate(value: float, name: str) -> None:
     if not 0.0 <= value <= 1.0:
         raise ScenarioError(f"{name}: a rate between 0 and 1, got {value}")
@@ -178,6 +202,7 @@ def validate(scenario: Scenario) -> Scenario:
         raise ScenarioError("fleet.drivers and origins.count must be at least 1")
     if scenario.origins.prep_min_s > scenario.origins.prep_max_s:
         raise ScenarioError("origins.prep_min_s must not exceed origins.prep_max_s")
+    _preparation(scenario.origins)
     if scenario.customers.track_opens_min > scenario.customers.track_opens_max:
         raise ScenarioError("customers.track_opens_min must not exceed track_opens_max")
     _rate(scenario.fleet.offer_accept_rate, "fleet.offer_accept_rate")

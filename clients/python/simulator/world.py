@@ -10,6 +10,7 @@ from collections.abc import Callable
 from lastmile_client.lastmile.common.v1 import OrderStatus
 from lastmile_client.lastmile.dispatch.v1 import GetOrderRequest, Order
 
+from core.geo import LatLng
 from simulator.clock import SimClock
 from simulator.connection import Connection
 from simulator.customer import Customer
@@ -40,6 +41,8 @@ class World:
         self._recorder = recorder
         self.origin_of: dict[str, SimOrigin] = {}
         self.customer_of: dict[str, Customer] = {}
+        # Pickup points of returned orders, from the platform's view when it returned them.
+        self._return_points: dict[str, LatLng] = {}
 
     async def get_order(self, order_id: str) -> Order:
         """The platform's current view of an order."""
@@ -103,8 +106,17 @@ class World:
             return "reattempt"
         if order.status in (OrderStatus.RETURNED, OrderStatus.RESCHEDULED):
             self.settle(order_id, order.status)
-            return "returned" if order.status == OrderStatus.RETURNED else "rescheduled"
+            if order.status == OrderStatus.RESCHEDULED:
+                return "rescheduled"
+            where = order.pickup_address.location
+            if where is not None and (where.lat or where.lng):
+                self._return_points[order_id] = LatLng(where.lat, where.lng)
+            return "returned"
         return "unknown"
+
+    def return_point(self, order_id: str) -> LatLng | None:
+        """Where a returned order goes back to: its pickup point as GetOrder showed it."""
+        return self._return_points.get(order_id)
 
     def settle(self, order_id: str, status: OrderStatus) -> None:
         """Record the outcome of an order whose platform status is final (for the report)."""

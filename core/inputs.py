@@ -1,0 +1,67 @@
+"""Checks of values clients send, shared by every service: text that PostgreSQL can store,
+timestamps that protobuf can convert.
+
+Without them such values fail deep inside a handler (PostgreSQL refuses NUL characters,
+protobuf's conversions raise ``ValueError`` outside their range) and reach the caller as
+INTERNAL; with them the caller reads INVALID_ARGUMENT naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from core.errors import InvalidArgument
+
+# 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the range of Timestamp (and of datetime).
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+MAX_NANOS = 999_999_999
+_TEXT_OR_NESTED = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE)
+
+
+def nul_field(message: Message, path: str = "") -> str | None:
+    """The dotted path of the first string field under ``message`` (map keys and values
+    included) that holds a NUL character, which no text column of PostgreSQL can store."""
+    for field, value in message.ListFields():
+        if field.type not in _TEXT_OR_NESTED:
+            continue
+        name = f"{path}.{field.name}" if path else field.name
+        nested = field.message_type
+        if nested is not None and nested.GetOptions().map_entry:
+            items = [*value.keys(), *value.values()]
+        else:
+            items = list(value) if field.is_repeated else [value]
+        for item in items:
+            found = _nul_in(item, name)
+            if found is not None:
+                return found
+    return None
+
+
+def _nul_in(item: object, name: str) -> str | None:
+    if isinstance(item, str):
+        return name if "\x00" in item else None
+    if isinstance(item, Message):
+        return nul_field(item, name)
+    return None
+
+
+def check_text(message: Message) -> None:
+    """INVALID_ARGUMENT when a string field of ``message`` holds a NUL character."""
+    field = nul_field(message)
+    if field is not None:
+        raise InvalidArgument(f"{field} must not contain NUL characters")
+
+
+def client_datetime(ts: Timestamp, field: str) -> dt.datetime:
+    """A client Timestamp as an aware UTC datetime; INVALID_ARGUMENT outside years 1-9999
+    or with nanos outside 0..999,999,999."""
+    if not MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S:
+        raise InvalidArgument(f"{field} is outside the years 1 to 9999")
+    if not 0 <= ts.nanos <= MAX_NANOS:
+        raise InvalidArgument(f"{field}.nanos must be within 0..{MAX_NANOS}")
+    return ts.ToDatetime(tzinfo=dt.UTC)

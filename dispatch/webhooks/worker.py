@@ -1,0 +1,54 @@
+"""A background component running one round of work at a time: again at once while a round
+says more is waiting, otherwise after the poll interval or an earlier wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class PollingWorker:
+    """Subclasses implement :meth:`round`; ``wakeup`` cuts the wait short."""
+
+    service_names: tuple[str, ...] = ()
+    name = "worker"
+
+    def __init__(self, interval_s: float, wakeup: asyncio.Event | None = None) -> None:
+        self._interval_s = interval_s
+        self.wakeup = wakeup if wakeup is not None else asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, server: object) -> None:
+        """No servicer: a worker."""
+
+    async def start(self) -> None:
+        """Start the loop."""
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Stop the loop; whatever it had not committed is done again by the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def round(self) -> bool:
+        """Do one round of work; True when more is waiting right now."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                more = await self.round()
+            except Exception:
+                log.exception("%s round failed; retrying", self.name)
+                more = False
+            if more:
+                continue
+            self.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), self._interval_s)

@@ -1,0 +1,63 @@
+"""Checks of client values shared by the services: NUL characters anywhere in a request's
+text, timestamps outside what protobuf and datetime can hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2
+from lastmile.pod.v1 import pod_service_pb2
+
+from core.errors import InvalidArgument
+from core.inputs import MAX_TIMESTAMP_S, MIN_TIMESTAMP_S, check_text, client_datetime, nul_field
+
+
+def test_clean_text_passes() -> None:
+    order = dispatch_pb2.Order(order_id="ord-1", external_ref="é 😀 ' OR 1=1")
+    order.drop_off_address.line1 = "Triq il-Kbira"
+    request = order_service_pb2.CreateOrderRequest(idempotency_key="k", order=order)
+    assert nul_field(request) is None
+    check_text(request)
+
+
+def test_nul_is_found_in_nested_repeated_and_map_fields() -> None:
+    order = dispatch_pb2.Order(order_id="ord-1")
+    order.drop_off_address.line1 = "a\x00b"
+    assert nul_field(order_service_pb2.CreateOrderRequest(order=order)) == (
+        "order.drop_off_address.line1"
+    )
+    listed = order_service_pb2.WatchOrdersRequest(order_ids=["a", "b\x00"])
+    assert nul_field(listed) == "order_ids"
+    upload = pod_service_pb2.CreateUploadUrlResponse()
+    upload.form_fields["key"] = "\x00"
+    assert nul_field(upload) == "form_fields"
+    with pytest.raises(InvalidArgument, match="order_ids must not contain NUL characters"):
+        check_text(listed)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "message"),
+    [
+        (MAX_TIMESTAMP_S + 1, 0, "at is outside the years 1 to 9999"),
+        (MIN_TIMESTAMP_S - 1, 0, "at is outside the years 1 to 9999"),
+        (2**63 - 1, 0, "at is outside the years 1 to 9999"),
+        (0, -1, "at.nanos must be within 0..999999999"),
+        (0, 1_000_000_000, "at.nanos must be within 0..999999999"),
+    ],
+)
+def test_timestamps_out_of_range_are_invalid_arguments(
+    seconds: int, nanos: int, message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        client_datetime(Timestamp(seconds=seconds, nanos=nanos), "at")
+    assert str(caught.value) == message
+
+
+def test_timestamps_in_range_convert() -> None:
+    assert client_datetime(Timestamp(seconds=0, nanos=5000), "at") == dt.datetime(
+        1970, 1, 1, 0, 0, 0, 5, tzinfo=dt.UTC
+    )
+    assert client_datetime(Timestamp(seconds=MAX_TIMESTAMP_S), "at").year == 9999
+    assert client_datetime(Timestamp(seconds=MIN_TIMESTAMP_S), "at").year == 1

@@ -4,12 +4,11 @@ webhook deliveries by state (open, dead). Each query reads a partial index only.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from prometheus_client import Gauge
 
+from core.workers import PollingWorker
 from dispatch.context import DispatchContext
 
 log = logging.getLogger(__name__)
@@ -34,30 +33,27 @@ _OPEN = "SELECT count(*) FROM webhook_deliveries WHERE state IN (1, 3)"
 _DEAD = "SELECT count(*) FROM webhook_deliveries WHERE state = 4"
 
 
-class OpsMetrics:
+class OpsMetrics(PollingWorker):
     """A dispatch worker that refreshes the gauges; see the module docstring."""
 
-    service_names: tuple[str, ...] = ()
+    name = "ops-metrics"
 
     def __init__(self, ctx: DispatchContext) -> None:
+        super().__init__(ctx.settings.ops_metrics_interval_s)
         self._ctx = ctx
-        self._task: asyncio.Task[None] | None = None
-
-    def register(self, server: object) -> None:
-        """No servicer: a worker."""
 
     async def start(self) -> None:
-        """Measure once now, then keep measuring."""
-        await self.measure()
-        self._task = asyncio.create_task(self._run(), name="ops-metrics")
+        """Measure once now (a scrape right after start sees real values), then keep at it."""
+        try:
+            await self.measure()
+        except Exception as exc:  # the loop tries again; a gauge keeps its value meanwhile
+            log.warning("ops metrics not measured", extra={"error": str(exc)})
+        await super().start()
 
-    async def stop(self) -> None:
-        """Stop measuring."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def round(self) -> bool:
+        """One measurement."""
+        await self.measure()
+        return False
 
     async def measure(self) -> None:
         """Read the backlogs and set the gauges."""
@@ -70,13 +66,3 @@ class OpsMetrics:
         OUTBOX_AGE.set(float(outbox["age"]))
         WEBHOOKS.labels("open").set(int(open_deliveries or 0))
         WEBHOOKS.labels("dead").set(int(dead or 0))
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._ctx.settings.ops_metrics_interval_s)
-            try:
-                await self.measure()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the next round tries again; a gauge keeps its value
-                log.warning("ops metrics not measured", extra={"error": str(exc)})

@@ -10,11 +10,10 @@ makes the others skip it) and checks again that the decision is still PENDING an
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from core.settings import Settings
+from core.workers import PollingWorker
 from dispatch import origin_reroute
 from dispatch.context import DispatchContext
 from dispatch.order_store import SYSTEM
@@ -37,38 +36,19 @@ def answer_policy(settings: Settings) -> str:
     return policy
 
 
-class OriginAnswerWorker:
-    """Background component: the sweep loop (see the module docstring)."""
+class OriginAnswerWorker(PollingWorker):
+    """Background component: one sweep per round (see the module docstring)."""
 
-    service_names: tuple[str, ...] = ()
+    name = "origin-answers"
 
     def __init__(self, ctx: DispatchContext) -> None:
+        super().__init__(ctx.settings.origin_sweep_interval_s)
         self._ctx = ctx
         self._policy = answer_policy(ctx.settings)
-        self._task: asyncio.Task[None] | None = None
 
-    def register(self, server: object) -> None:
-        """No servicer: a worker."""
-
-    async def start(self) -> None:
-        """Start sweeping."""
-        self._task = asyncio.create_task(self._run(), name="origin-answers")
-
-    async def stop(self) -> None:
-        """Stop sweeping; due decisions wait for the next start (or another replica)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await sweep(self._ctx, self._policy)
-            except Exception:
-                log.exception("origin answer sweep failed; retrying")
-            await asyncio.sleep(self._ctx.settings.origin_sweep_interval_s)
+    async def round(self) -> bool:
+        """Answer the due decisions; more may be due when a full batch was answered."""
+        return await sweep(self._ctx, self._policy) >= SWEEP_BATCH
 
 
 async def sweep(ctx: DispatchContext, policy: str) -> int:

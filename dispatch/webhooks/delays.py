@@ -20,11 +20,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from core.workers import PollingWorker
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
 from dispatch.webhooks import notifications, templates
 from dispatch.webhooks.notifications import NotificationChannel
-from dispatch.webhooks.worker import PollingWorker
 
 if TYPE_CHECKING:
     from core.db import Conn

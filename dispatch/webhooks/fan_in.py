@@ -23,11 +23,11 @@ from lastmile.tracking.v1 import tracking_pb2
 
 from core import topics
 from core.bus import StreamEntry
+from core.workers import PollingWorker
 from dispatch import order_store
 from dispatch.context import DispatchContext
 from dispatch.webhooks import events, notifications, queue
 from dispatch.webhooks.notifications import NotificationChannel
-from dispatch.webhooks.worker import PollingWorker
 
 if TYPE_CHECKING:
     from core.db import Conn

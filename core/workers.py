@@ -1,5 +1,7 @@
-"""A background component running one round of work at a time: again at once while a round
-says more is waiting, otherwise after the poll interval or an earlier wake-up."""
+"""The one shape of a polling background component (a worker hosted by a service process):
+one round of work at a time, again at once while a round says more is waiting, otherwise
+after the poll interval or an earlier wake-up. A failed round is logged and retried after
+the interval; stopping cancels the loop (whatever a round had not committed is done again)."""
 
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ from lastmile.dispatch.v1 import (
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 from lastmile.origin.v1 import origin_service_pb2_grpc
 
+from core import live_state_keys as keys
 from core import topics
 from core.auth import Role, issue_token
 from core.settings import Settings
@@ -289,3 +290,49 @@ def picked_up_by_driver(client: Client, dispatch: Dispatch, r: redis.Redis) -> t
 def next_command(live: Any) -> ConnectResponse:
     message = wait_until(lambda: live.get_message(timeout=0.2), 10, what="driver command")
     return ConnectResponse.FromString(message["data"])
+
+
+def register_driver(client: Client, name: str) -> str:
+    """A new active driver of the client's tenant; its id."""
+    driver_id = f"drv-{uuid.uuid4().hex[:8]}"
+    message = dispatch_pb2.Driver(driver_id=driver_id, name=name, active=True)
+    client.admin.UpsertDriver(
+        dispatch_service_pb2.UpsertDriverRequest(driver=message), metadata=client.md
+    )
+    return driver_id
+
+
+def put_live_state(
+    r: redis.Redis,
+    driver_id: str,
+    where: tuple[float, float],
+    status: int = common_pb2.DRIVER_STATUS_IDLE,
+) -> None:
+    """The driver's live state at ``where`` with ``status``, written as the tracking processor
+    writes it (fresh position, not snapped)."""
+    lat, lng = where
+    r.geoadd(keys.DRIVERS_GEO, (lng, lat, driver_id))
+    r.hset(
+        keys.driver_key(driver_id),
+        mapping={
+            keys.FIELD_LAT: repr(lat),
+            keys.FIELD_LNG: repr(lng),
+            keys.FIELD_POSITION_AT: str(int(dt.datetime.now(dt.UTC).timestamp() * 1000)),
+            keys.FIELD_STATUS: str(status),
+            keys.FIELD_SNAPPED_LAT: "",
+            keys.FIELD_SNAPPED_LNG: "",
+        },
+    )
+
+
+def command_of_kind(commands: Any, kind: str, driver_id: str, timeout: float = 20.0) -> Any:
+    """The next command of ``kind`` on a subscribed command channel (others are skipped)."""
+
+    def found() -> Any:
+        message = commands.get_message(timeout=0.2)
+        if message is None or message["type"] != "message":
+            return None
+        response = ConnectResponse.FromString(message["data"])
+        return getattr(response, kind) if response.WhichOneof("command") == kind else None
+
+    return wait_until(found, timeout, what=f"{kind} for {driver_id}")

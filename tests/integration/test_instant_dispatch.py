@@ -5,8 +5,6 @@ driver-events stream as the gateway writes them."""
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +13,8 @@ import pytest
 import redis
 from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import dispatch_pb2
-from lastmile.dispatch.v1 import dispatch_service_pb2 as dps
 from lastmile.driver.v1 import driver_pb2
 
-from core import live_state_keys as keys
 from core import topics
 from ops.servers import PostgresServer, RedisServer
 from tests.helpers import wait_until
@@ -27,13 +23,15 @@ from tests.integration.orders_support import (
     VALLETTA,
     Client,
     ConnectRequest,
-    ConnectResponse,
     Dispatch,
+    command_of_kind,
     driver_event,
     isolated_dispatch,
     new_tenant,
     order,
     own_redis_db,
+    put_live_state,
+    register_driver,
     subscribe,
 )
 
@@ -82,31 +80,11 @@ class Driver:
 
     def at(self, where: tuple[float, float], status: int = common_pb2.DRIVER_STATUS_IDLE) -> None:
         """Write the live state as the tracking processor does."""
-        lat, lng = where
-        self.r.geoadd(keys.DRIVERS_GEO, (lng, lat, self.driver_id))
-        self.r.hset(
-            keys.driver_key(self.driver_id),
-            mapping={
-                keys.FIELD_LAT: repr(lat),
-                keys.FIELD_LNG: repr(lng),
-                keys.FIELD_POSITION_AT: str(int(dt.datetime.now(dt.UTC).timestamp() * 1000)),
-                keys.FIELD_STATUS: str(status),
-                keys.FIELD_SNAPPED_LAT: "",
-                keys.FIELD_SNAPPED_LNG: "",
-            },
-        )
+        put_live_state(self.r, self.driver_id, where, status)
 
     def command(self, kind: str) -> Any:
         """The next command of ``kind`` on the channel (others are skipped)."""
-
-        def found() -> Any:
-            message = self.commands.get_message(timeout=0.2)
-            if message is None or message["type"] != "message":
-                return None
-            response = ConnectResponse.FromString(message["data"])
-            return getattr(response, kind) if response.WhichOneof("command") == kind else None
-
-        return wait_until(found, 15, what=f"{kind} for {self.driver_id}")
+        return command_of_kind(self.commands, kind, self.driver_id, timeout=15)
 
     def answer(self, offer_id: str, accepted: bool, seq: int = 1) -> None:
         answer = driver_pb2.OfferAnswer(
@@ -117,10 +95,8 @@ class Driver:
 
 def make_driver(client: Client, r: redis.Redis, url: str, label: str) -> Driver:
     driver = Driver()
-    driver.driver_id = f"drv-{label}-{uuid.uuid4().hex[:8]}"
+    driver.driver_id = register_driver(client, label)
     driver.r = r
-    message = dispatch_pb2.Driver(driver_id=driver.driver_id, name=label, active=True)
-    client.admin.UpsertDriver(dps.UpsertDriverRequest(driver=message), metadata=client.md)
     driver.commands = subscribe(url, topics.driver_commands_channel(driver.driver_id))
     return driver
 

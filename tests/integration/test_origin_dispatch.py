@@ -20,7 +20,6 @@ from lastmile.dispatch.v1 import dispatch_pb2
 from lastmile.dispatch.v1 import dispatch_service_pb2 as dps
 from lastmile.driver.v1 import driver_pb2
 
-from core import live_state_keys as keys
 from ops.servers import PostgresServer, RedisServer
 from tests.helpers import wait_until
 from tests.integration.orders_support import (
@@ -34,6 +33,8 @@ from tests.integration.orders_support import (
     new_tenant,
     order,
     own_redis_db,
+    put_live_state,
+    register_driver,
     sql,
     window,
 )
@@ -83,22 +84,8 @@ def r(redis_server: RedisServer) -> redis.Redis:
 
 def idle_driver(staff: Client, r: redis.Redis, where: tuple[float, float]) -> str:
     """A registered driver, idle at ``where`` in the live state (as tracking writes it)."""
-    driver_id = f"drv-{uuid.uuid4().hex[:8]}"
-    message = dispatch_pb2.Driver(driver_id=driver_id, name="Maria", active=True)
-    staff.admin.UpsertDriver(dps.UpsertDriverRequest(driver=message), metadata=staff.md)
-    lat, lng = where
-    r.geoadd(keys.DRIVERS_GEO, (lng, lat, driver_id))
-    r.hset(
-        keys.driver_key(driver_id),
-        mapping={
-            keys.FIELD_LAT: repr(lat),
-            keys.FIELD_LNG: repr(lng),
-            keys.FIELD_POSITION_AT: str(int(dt.datetime.now(dt.UTC).timestamp() * 1000)),
-            keys.FIELD_STATUS: str(common_pb2.DRIVER_STATUS_IDLE),
-            keys.FIELD_SNAPPED_LAT: "",
-            keys.FIELD_SNAPPED_LNG: "",
-        },
-    )
+    driver_id = register_driver(staff, "Maria")
+    put_live_state(r, driver_id, where)
     return driver_id
 
 

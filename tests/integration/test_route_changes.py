@@ -6,7 +6,6 @@ channel; live positions are written in the documented live-state shape, as track
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,6 @@ from lastmile.dispatch.v1 import dispatch_service_pb2 as dps
 from lastmile.dispatch.v1 import order_service_pb2 as ops
 from lastmile.driver.v1 import driver_pb2
 
-from core import live_state_keys as keys
 from core import route_plans, topics
 from core.geo import LatLng, haversine_m
 from ops.servers import PostgresServer, RedisServer
@@ -30,13 +28,15 @@ from tests.integration.orders_support import (
     VALLETTA,
     Client,
     ConnectRequest,
-    ConnectResponse,
     Dispatch,
+    command_of_kind,
     driver_event,
     isolated_dispatch,
     new_tenant,
     order,
     own_redis_db,
+    put_live_state,
+    register_driver,
     subscribe,
     window,
 )
@@ -80,37 +80,15 @@ class Driver:
     """A registered driver at NEAR, idle, with its command channel subscribed."""
 
     def __init__(self, client: Client, r: redis.Redis, url: str) -> None:
-        self.driver_id = f"drv-{uuid.uuid4().hex[:8]}"
+        self.driver_id = register_driver(client, "guided")
         self.r = r
         self.seq = 0
-        message = dispatch_pb2.Driver(driver_id=self.driver_id, name="guided", active=True)
-        client.admin.UpsertDriver(dps.UpsertDriverRequest(driver=message), metadata=client.md)
         self.commands = subscribe(url, topics.driver_commands_channel(self.driver_id))
-        lat, lng = NEAR
-        r.geoadd(keys.DRIVERS_GEO, (lng, lat, self.driver_id))
-        r.hset(
-            keys.driver_key(self.driver_id),
-            mapping={
-                keys.FIELD_LAT: repr(lat),
-                keys.FIELD_LNG: repr(lng),
-                keys.FIELD_POSITION_AT: str(int(dt.datetime.now(dt.UTC).timestamp() * 1000)),
-                keys.FIELD_STATUS: str(common_pb2.DRIVER_STATUS_IDLE),
-                keys.FIELD_SNAPPED_LAT: "",
-                keys.FIELD_SNAPPED_LNG: "",
-            },
-        )
+        put_live_state(r, self.driver_id, NEAR)
 
     def command(self, kind: str) -> Any:
         """The next command of ``kind`` on the channel (others are skipped)."""
-
-        def found() -> Any:
-            message = self.commands.get_message(timeout=0.2)
-            if message is None or message["type"] != "message":
-                return None
-            response = ConnectResponse.FromString(message["data"])
-            return getattr(response, kind) if response.WhichOneof("command") == kind else None
-
-        return wait_until(found, 20, what=f"{kind} for {self.driver_id}")
+        return command_of_kind(self.commands, kind, self.driver_id)
 
     def event(self, **fields: Any) -> None:
         """Append one driver event with the next seq, as the gateway does."""

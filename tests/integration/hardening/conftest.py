@@ -20,9 +20,9 @@ from ops import health
 from ops.servers import EnvoyServer, ManagedProcess, PostgresServer, RedisServer, SeaweedS3
 from ops.servers.process import free_port
 from ops.stack import SERVICES, edge_config, service_process
+from tests.integration.conftest import platform_settings
 from tests.integration.orders_support import own_postgres_db, own_redis_db
 
-REPO = Path(__file__).resolve().parents[3]
 # Redis database and PostgreSQL database of this package (other modules use 1..5).
 SLOT = 12
 START_TIMEOUT_S = 60.0
@@ -66,26 +66,11 @@ class Hardened:
 def hardened_settings(
     postgres: PostgresServer, redis: RedisServer, s3: SeaweedS3, graph_dir: Path, data_dir: Path
 ) -> Settings:
-    """Free ports, this package's databases, fast polling and the small limits."""
-    return Settings.from_env({}).replace(
-        host="127.0.0.1",
-        gateway_port=free_port(),
-        tracking_port=free_port(),
-        dispatch_port=free_port(),
-        pod_port=free_port(),
-        edge_port=free_port(),
-        edge_admin_port=free_port(),
-        data_dir=data_dir,
+    """The platform's test settings (free ports), on this package's databases, with fast
+    polling and the small limits."""
+    return platform_settings(postgres, redis, s3, graph_dir, data_dir).replace(
         database_url=own_postgres_db(postgres, f"hardening_{SLOT}"),
         redis_url=own_redis_db(redis.url, SLOT),
-        s3_endpoint=s3.endpoint,
-        s3_access_key=s3.access_key,
-        s3_secret_key=s3.secret_key,
-        graph_dir=graph_dir,
-        osm_pbf=REPO / "maps" / "malta.osm.pbf",
-        shutdown_grace_s=2.0,
-        instant_enabled=False,
-        wave_interval_s=0.0,
         outbox_poll_interval_s=0.05,
         order_consumer_block_ms=200,
         processor_block_ms=200,

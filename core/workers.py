@@ -5,6 +5,7 @@ the interval; stopping cancels the loop (whatever a round had not committed is d
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -12,7 +13,7 @@ import logging
 log = logging.getLogger(__name__)
 
 
-class PollingWorker:
+class PollingWorker(abc.ABC):
     """Subclasses implement :meth:`round`; ``wakeup`` cuts the wait short."""
 
     service_names: tuple[str, ...] = ()
@@ -25,6 +26,7 @@ class PollingWorker:
 
     def register(self, server: object) -> None:
         """No servicer: a worker."""
+        del server  # nothing to add to the gRPC server
 
     async def start(self) -> None:
         """Start the loop."""
@@ -38,9 +40,9 @@ class PollingWorker:
                 await self._task
             self._task = None
 
+    @abc.abstractmethod
     async def round(self) -> bool:
         """Do one round of work; True when more is waiting right now."""
-        raise NotImplementedError
 
     async def _run(self) -> None:
         while True:

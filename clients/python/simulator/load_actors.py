@@ -196,9 +196,9 @@ async def drive(driver: LoadDriver, phase: Phase, deadline: float, tally: Tally)
     """Connect, report the driver's stops, then send fixes as the phase says until
     ``deadline`` (loop time); half-close once the last batch is acked (briefly)."""
     loop = asyncio.get_running_loop()
-    stub = driver_service_pb2_grpc.DriverGatewayServiceStub(driver.channel)
-    # No request iterator: the stream is written to (the stubs' types miss that form).
-    stream: Connect = stub.Connect(metadata=driver.metadata)  # type: ignore[call-arg]
+    gateway = driver_service_pb2_grpc.DriverGatewayServiceStub(driver.channel)
+    # No request iterator: the stream is written to (the generated types miss that form).
+    stream: Connect = gateway.Connect(metadata=driver.metadata)  # type: ignore[call-arg]
     try:
         hello = driver_pb2.Hello(device_id=driver.driver_id, app_version="sim-load")
         await stream.write(Request(seq=0, hello=hello))
@@ -266,8 +266,8 @@ async def watch(channel: aio.Channel, token: str, deadline: float, tally: Tally)
     position with its age (receive time minus the fix's capture time, same clock)."""
     loop = asyncio.get_running_loop()
     tally.count("track_opens")
-    stub = tracking_service_pb2_grpc.TrackingServiceStub(channel)
-    stream = stub.Track(tracking_service_pb2.TrackRequest(tracking_token=token))
+    tracking = tracking_service_pb2_grpc.TrackingServiceStub(channel)
+    stream = tracking.Track(tracking_service_pb2.TrackRequest(tracking_token=token))
     try:
         async with asyncio.timeout(max(0.1, deadline - loop.time())):
             first = True

@@ -19,7 +19,7 @@ from lastmile.dispatch.v1 import (
     order_service_pb2,
     order_service_pb2_grpc,
 )
-from lastmile.pod.v1 import pod_pb2, pod_service_pb2, pod_service_pb2_grpc
+from lastmile.pod.v1 import pod_service_pb2_grpc
 from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc, tracking_pb2
 
 from core.geo import LatLng
@@ -31,8 +31,7 @@ from tests.e2e.conftest import WebEdge
 from tests.integration.customer_support import staff_metadata
 from tests.integration.ingest_support import DriverApp, batch, fix, now_s, token
 from tests.integration.orders_support import order, window
-from tests.integration.pod_support import post_form, sha256_hex
-from tests.pod_images import photo_jpeg
+from tests.integration.pod_support import confirm_photo_proof
 
 TIMEOUT_S = 15.0
 TRACK_PATH = "/lastmile.tracking.v1.TrackingService/Track"
@@ -147,32 +146,10 @@ def deliver_with_photo(
     """The driver uploads a real JPEG to the pre-signed form and confirms it: the order is
     delivered. Returns the photo's bytes."""
     taken = dt.datetime.fromtimestamp(int(taken_s), dt.UTC)
-    photo = photo_jpeg(taken, door.lat, door.lng)
     metadata = (("authorization", f"Bearer {token(web_edge.settings, driver_id)}"),)
     with grpc.insecure_channel(web_edge.platform.addresses["pod"]) as channel:
         pod = pod_service_pb2_grpc.ProofOfDeliveryServiceStub(channel)
-        form = pod.CreateUploadUrl(
-            pod_service_pb2.CreateUploadUrlRequest(
-                order_id=order_id,
-                kind=pod_pb2.PROOF_KIND_PHOTO,
-                content_type="image/jpeg",
-                content_length=len(photo),
-            ),
-            metadata=metadata,
-            timeout=TIMEOUT_S,
-        )
-        status, body = post_form(form.upload_url, dict(form.form_fields), photo, "image/jpeg")
-        assert status in (200, 201, 204), body
-        request = pod_service_pb2.ConfirmProofRequest(
-            order_id=order_id,
-            kind=pod_pb2.PROOF_KIND_PHOTO,
-            object_key=form.object_key,
-            sha256=sha256_hex(photo),
-            position=common_pb2.LatLng(lat=door.lat, lng=door.lng),
-        )
-        request.captured_at.FromDatetime(taken)
-        pod.ConfirmProof(request, metadata=metadata, timeout=TIMEOUT_S)
-    return photo
+        return confirm_photo_proof(pod, metadata, order_id, door, taken, TIMEOUT_S)
 
 
 def broken_stream_edge(web_edge: WebEdge, data_dir: Path) -> tuple[EnvoyServer, str]:

@@ -9,6 +9,7 @@ way dispatch stores them.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import secrets
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lastmile.common.v1 import common_pb2
+from lastmile.pod.v1 import pod_pb2, pod_service_pb2
 
 from core.auth import delivery_code_digest, new_tracking_token, tracking_token_digest
 from core.geo import LatLng
 from core.settings import Settings
+from tests.pod_images import photo_jpeg
 
 DOOR = LatLng(lat=35.8989, lng=14.5146)  # a Valletta drop-off
 PICKUP = LatLng(lat=35.8920, lng=14.5050)
@@ -124,3 +127,38 @@ def http_get(url: str) -> tuple[int, bytes]:
 def sha256_hex(data: bytes) -> str:
     """What the driver app computes before confirming."""
     return hashlib.sha256(data).hexdigest()
+
+
+def confirm_photo_proof(
+    pod: Any,
+    metadata: Any,
+    order_id: str,
+    door: LatLng,
+    taken: dt.datetime,
+    timeout: float,
+) -> bytes:
+    """The driver's whole photo proof through a grpcio ProofOfDelivery client: a real JPEG
+    taken at ``door`` uploaded to the pre-signed form, then ConfirmProof. Returns the photo."""
+    photo = photo_jpeg(taken, door.lat, door.lng)
+    form = pod.CreateUploadUrl(
+        pod_service_pb2.CreateUploadUrlRequest(
+            order_id=order_id,
+            kind=pod_pb2.PROOF_KIND_PHOTO,
+            content_type="image/jpeg",
+            content_length=len(photo),
+        ),
+        metadata=metadata,
+        timeout=timeout,
+    )
+    status, body = post_form(form.upload_url, dict(form.form_fields), photo, "image/jpeg")
+    assert status in (200, 201, 204), body
+    request = pod_service_pb2.ConfirmProofRequest(
+        order_id=order_id,
+        kind=pod_pb2.PROOF_KIND_PHOTO,
+        object_key=form.object_key,
+        sha256=sha256_hex(photo),
+        position=common_pb2.LatLng(lat=door.lat, lng=door.lng),
+    )
+    request.captured_at.FromDatetime(taken)
+    pod.ConfirmProof(request, metadata=metadata, timeout=timeout)
+    return photo

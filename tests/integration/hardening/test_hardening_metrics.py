@@ -8,10 +8,8 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2
-from lastmile.pod.v1 import pod_pb2, pod_service_pb2
 
 from tests.helpers import wait_until
 from tests.integration.customer_support import CustomerStream
@@ -25,8 +23,7 @@ from tests.integration.hardening.support import (
     stop,
     under_way,
 )
-from tests.integration.pod_support import post_form, sha256_hex
-from tests.pod_images import photo_jpeg
+from tests.integration.pod_support import confirm_photo_proof
 
 pytestmark = pytest.mark.integration
 
@@ -61,31 +58,8 @@ def traffic(hardened: Hardened) -> Iterator[Tenant]:
 
 def _photo_proof(tenant: Tenant, order_id: str, driver_id: str) -> None:
     taken = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=20)
-    photo = photo_jpeg(taken, DOOR.lat, DOOR.lng)
     md = tenant.driver_metadata(driver_id)
-    form = tenant.pod.CreateUploadUrl(
-        pod_service_pb2.CreateUploadUrlRequest(
-            order_id=order_id,
-            kind=pod_pb2.PROOF_KIND_PHOTO,
-            content_type="image/jpeg",
-            content_length=len(photo),
-        ),
-        metadata=md,
-        timeout=TIMEOUT_S,
-    )
-    status, body = post_form(form.upload_url, dict(form.form_fields), photo, "image/jpeg")
-    assert status in (200, 201, 204), body
-    at = Timestamp()
-    at.FromDatetime(taken)
-    confirm = pod_service_pb2.ConfirmProofRequest(
-        order_id=order_id,
-        kind=pod_pb2.PROOF_KIND_PHOTO,
-        object_key=form.object_key,
-        sha256=sha256_hex(photo),
-        captured_at=at,
-        position=common_pb2.LatLng(lat=DOOR.lat, lng=DOOR.lng),
-    )
-    tenant.pod.ConfirmProof(confirm, metadata=md, timeout=TIMEOUT_S)
+    confirm_photo_proof(tenant.pod, md, order_id, DOOR, taken, TIMEOUT_S)
 
 
 def test_ingest_rate_of_the_gateway(hardened: Hardened, traffic: Tenant) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 
 from lastmile.common.v1 import route_pb2
 
+from core.redis_scripts import Script
+
 FIELD_ROUTE = "route"
 FIELD_ROUTE_ID = "route_id"
 FIELD_VERSION = "version"
@@ -34,7 +36,7 @@ WELCOME_FIELDS = (FIELD_ROUTE, FIELD_VERSION, FIELD_ACKED)
 HEADER_FIELDS = (FIELD_ROUTE_ID, FIELD_VERSION)
 
 # KEYS[1] plan key; ARGV: route_id, version, acked, route bytes.
-_STORE = """
+_STORE = Script("""
 local current = redis.call('HMGET', KEYS[1], 'route_id', 'version')
 if current[1] == ARGV[1] and tonumber(current[2] or '0') > tonumber(ARGV[2]) then
   return 0
@@ -43,14 +45,14 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'route_id', ARGV[1], 'version', ARGV[2], 'acked', ARGV[3],
   'route', ARGV[4])
 return 1
-"""
+""")
 # KEYS[1] plan key; ARGV: route_id, acked version. Only the mirrored route, only upwards.
-_ACK = """
+_ACK = Script("""
 if redis.call('HGET', KEYS[1], 'route_id') ~= ARGV[1] then return 0 end
 if tonumber(redis.call('HGET', KEYS[1], 'acked') or '0') >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'acked', ARGV[2])
 return 1
-"""
+""")
 
 
 def plan_key(driver_id: str) -> str:
@@ -61,21 +63,17 @@ def plan_key(driver_id: str) -> str:
 async def store(redis: Any, route: route_pb2.Route) -> bool:
     """Mirror ``route`` as its driver's current version; False when a newer version of the
     same route is mirrored already."""
-    stored = await redis.eval(
-        _STORE,
-        1,
-        plan_key(route.driver_id),
-        route.route_id,
-        route.version,
-        route.acked_version,
-        route.SerializeToString(),
+    stored = await _STORE(
+        redis,
+        [plan_key(route.driver_id)],
+        [route.route_id, route.version, route.acked_version, route.SerializeToString()],
     )
     return bool(stored)
 
 
 async def record_ack(redis: Any, driver_id: str, route_id: str, version: int) -> bool:
     """Mirror an acknowledgement (only of the mirrored route, only upwards)."""
-    return bool(await redis.eval(_ACK, 1, plan_key(driver_id), route_id, version))
+    return bool(await _ACK(redis, [plan_key(driver_id)], [route_id, version]))
 
 
 def route_if_unacked(values: list[Any]) -> route_pb2.Route | None:

@@ -24,19 +24,20 @@ from prometheus_client import Counter, Histogram
 
 from core import route_plans, topics
 from core.bus import Bus
+from core.redis_scripts import Script, execute
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # KEYS[1] last-seq key, KEYS[2] stream; ARGV[1] seq, ARGV[2] maxlen, ARGV[3..] field, value...
-_APPEND = """
+_APPEND = Script("""
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local seq = tonumber(ARGV[1])
 if seq <= last then return {0, last} end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[1], ARGV[1])
 return {1, seq}
-"""
+""")
 
 ENQUEUED = Counter("lastmile_gateway_events_enqueued_total", "Driver events enqueued.", ["kind"])
 DUPLICATES = Counter("lastmile_gateway_duplicates_total", "Events dropped as already accepted.")
@@ -90,15 +91,13 @@ class Enqueuer:
         self._settings = settings
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._script: Any = None
 
     def register(self, server: object) -> None:
         """No servicer."""
 
     async def start(self) -> None:
-        """Register the script and start the sender."""
-        self._script = self._bus.redis.register_script(_APPEND)
-        await self._bus.redis.script_load(_APPEND)
+        """Load the script and start the sender."""
+        await _APPEND.load(self._bus.redis)
         self._task = asyncio.create_task(self._run(), name="gateway-enqueuer")
 
     async def stop(self) -> None:
@@ -160,22 +159,23 @@ class Enqueuer:
                     pipe.get(item.fields[0])
                     pipe.hmget(route_plans.plan_key(item.driver_id), route_plans.WELCOME_FIELDS)
                     continue
-                await self._script(
-                    keys=[last_seq_key(item.driver_id), item.stream],
-                    args=[item.seq, maxlen, *item.fields],
-                    client=pipe,
+                _APPEND.queue(
+                    pipe,
+                    [last_seq_key(item.driver_id), item.stream],
+                    [item.seq, maxlen, *item.fields],
                 )
-            replies = list(await pipe.execute(raise_on_error=False))
+            replies = await execute(pipe, self._bus.redis, raise_on_error=False)
         except Exception as exc:
             log.warning("enqueue round failed", extra={"events": len(items), "error": str(exc)})
             for item in items:
                 if not item.done.done():
                     item.done.set_exception(exc)
             return
+        answers = iter(replies)
         for item in items:
-            reply = replies.pop(0)
+            reply = next(answers)
             if not item.stream:
-                mode, plan = replies.pop(0), replies.pop(0)
+                mode, plan = next(answers), next(answers)
                 if not item.done.done():
                     item.done.set_result(
                         Outcome(

@@ -26,12 +26,12 @@ from dataclasses import replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.tracking.v1 import tracking_service_pb2
-from redis.commands.core import AsyncScript
 
 from core import topics
 from core.bus import Bus
 from core.db import Database
 from core.geo import LatLng, haversine_m
+from core.redis_scripts import Script, execute
 from core.roads import NoRoute, RoadNetwork
 from core.settings import Settings
 from tracking.active_orders import VISIBLE, ActiveOrder, ActiveOrders
@@ -48,7 +48,7 @@ STATE_TTL_S = 6 * 3600
 # in either order; customers must never see the older one last.
 # KEYS[1] eta key; ARGV: fix ms, eta ms, remaining m, line JSON, ttl s, channel, eta message,
 # line message ('' = the line continues, none sent).
-_STORE = """
+_STORE = Script("""
 local last = tonumber(redis.call('HGET', KEYS[1], 'fix_ms') or '0')
 if tonumber(ARGV[1]) < last then return 0 end
 redis.call('HSET', KEYS[1], 'fix_ms', ARGV[1], 'eta_ms', ARGV[2], 'remaining_m', ARGV[3],
@@ -57,7 +57,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[8]) end
 return 1
-"""
+""")
 
 
 def eta_key(order_id: str) -> str:
@@ -98,7 +98,6 @@ class EtaEngine:
         self._database = database
         self._roads = roads
         self._active = active
-        self._store: AsyncScript | None = None  # registered once the bus is connected
 
     async def on_positions(self, updates: Sequence[PositionUpdate]) -> None:
         """Refresh the ETAs of the drivers of this batch that need it."""
@@ -215,11 +214,10 @@ class EtaEngine:
             # The line starts at the driver: customers get that start only approximately.
             eta = replace(found, line=(approximate(found.line[0], decimals), *found.line[1:]))
             line = b"" if line_continues(parse_line(old), eta.line) else line_message(eta.line)
-            if self._store is None:
-                self._store = redis.register_script(_STORE)
-            await self._store(
-                keys=[eta_key(eta.order_id)],
-                args=[
+            _STORE.queue(
+                pipe,
+                [eta_key(eta.order_id)],
+                [
                     fix_ms[eta.order_id],
                     int(eta.arrival.timestamp() * 1000),
                     eta.remaining_m,
@@ -229,7 +227,6 @@ class EtaEngine:
                     eta_message(eta),
                     line,
                 ],
-                client=pipe,
             )
         now_s = time.time()
         for update, _ in results:
@@ -243,7 +240,7 @@ class EtaEngine:
                 },
             )
             pipe.expire(_mark_key(update.driver_id), STATE_TTL_S)
-        await pipe.execute()
+        await execute(pipe, redis)
 
     async def _record(
         self, results: Sequence[tuple[PositionUpdate, list[OrderEta]]], now: dt.datetime

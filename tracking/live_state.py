@@ -24,6 +24,7 @@ from lastmile.tracking.v1 import tracking_pb2
 
 from core.geo import LatLng
 from core.live_state_keys import DRIVERS_GEO, FIELD_TENANT, driver_key
+from core.redis_scripts import Script, execute
 from tracking.positions import Fix
 
 # The key names are the contract with the readers (fleet search, geofences): core.live_state_keys.
@@ -34,7 +35,7 @@ state_key = driver_key
 # KEYS[1] hash, KEYS[2] geo; ARGV: id, at_ms, lat, lng, heading, speed, accuracy, slat, slng,
 # default status, tenant ('' keeps the stored one). Returns {0} when the stored position is as
 # new or newer, else {1, status, current_order_id, current_stop_id, name}.
-_UPDATE = """
+_UPDATE = Script("""
 local stored = tonumber(redis.call('HGET', KEYS[1], 'position_at') or '-1')
 if tonumber(ARGV[2]) <= stored then return {0} end
 redis.call('HSET', KEYS[1], 'position_at', ARGV[2], 'lat', ARGV[3], 'lng', ARGV[4],
@@ -45,7 +46,7 @@ redis.call('HSETNX', KEYS[1], 'status', ARGV[10])
 redis.call('GEOADD', KEYS[2], ARGV[4], ARGV[3], ARGV[1])
 local rest = redis.call('HMGET', KEYS[1], 'status', 'current_order_id', 'current_stop_id', 'name')
 return {1, rest[1] or '', rest[2] or '', rest[3] or '', rest[4] or ''}
-"""
+""")
 
 
 class LiveState:
@@ -53,7 +54,6 @@ class LiveState:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._update = client.register_script(_UPDATE)
 
     async def advance(self, latest: Sequence[Fix]) -> list[tracking_pb2.DriverState | None]:
         """Store each driver's newest fix (one per driver) in one round trip.
@@ -66,9 +66,10 @@ class LiveState:
         pipe = self._redis.pipeline(transaction=False)
         for fix in latest:
             snapped = fix.snapped
-            await self._update(
-                keys=[state_key(fix.driver_id), GEO_KEY],
-                args=[
+            _UPDATE.queue(
+                pipe,
+                [state_key(fix.driver_id), GEO_KEY],
+                [
                     fix.driver_id,
                     int(fix.at.timestamp() * 1000),
                     repr(fix.position.lat),
@@ -81,9 +82,8 @@ class LiveState:
                     common_pb2.DRIVER_STATUS_IDLE,
                     fix.tenant_id,
                 ],
-                client=pipe,
             )
-        replies = await pipe.execute()
+        replies = await execute(pipe, self._redis)
         states: list[tracking_pb2.DriverState | None] = []
         for fix, reply in zip(latest, replies, strict=True):
             if not int(reply[0]):

@@ -1,4 +1,5 @@
-"""The event bus on a real Redis: durable streams with consumer groups, and live pub/sub."""
+"""The event bus on a real Redis: durable streams with consumer groups, live pub/sub, and Lua
+scripts run by SHA in pipelines."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
+from redis.exceptions import ResponseError
 
 from core.bus import Bus
+from core.redis_scripts import Script, execute
 from core.settings import Settings
 from ops.servers import RedisServer
 from tests.helpers import async_wait_until
@@ -111,3 +114,55 @@ async def test_publish_reaches_a_subscriber(bus: Bus) -> None:
         await messages.aclose()
     # Closing the iterator unsubscribes.
     assert await bus.redis.pubsub_numsub(channel) == [(channel.encode(), 0)]
+
+
+# A counter that only moves up: returns the new value, or 0 when the argument is not higher.
+_RAISE = Script(
+    """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) <= current then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])
+"""
+)
+
+
+async def test_pipelined_scripts_survive_an_emptied_script_cache(bus: Bus) -> None:
+    key = _name("counter")
+    await _RAISE.load(bus.redis)
+    pipe = bus.redis.pipeline(transaction=False)
+    _RAISE.queue(pipe, [key], [5])
+    pipe.get(key)
+    _RAISE.queue(pipe, [key], [3])
+    assert await execute(pipe, bus.redis) == [5, b"5", 0]
+
+    # What a restarted Redis looks like to its clients: no script is known any more. The calls
+    # answered NOSCRIPT ran nowhere; they run again after the pipeline, in their order, and
+    # nothing runs twice (the INCR ran once, in its place: 5 -> 6).
+    await bus.redis.script_flush()
+    pipe = bus.redis.pipeline(transaction=False)
+    _RAISE.queue(pipe, [key], [7])
+    pipe.incr(key)
+    _RAISE.queue(pipe, [key], [9])
+    assert await execute(pipe, bus.redis) == [7, 6, 9]
+    assert await bus.redis.get(key) == b"9"
+    assert await bus.redis.script_exists(_RAISE.sha) == [True]
+
+    await bus.redis.script_flush()
+    assert await _RAISE(bus.redis, [key], [10]) == 10
+
+
+async def test_script_errors_are_raised_or_returned_in_place(bus: Bus) -> None:
+    key = _name("counter")
+    pipe = bus.redis.pipeline(transaction=False)
+    _RAISE.queue(pipe, [key], ["not a number"])
+    pipe.set(key, "1")
+    with pytest.raises(ResponseError):
+        await execute(pipe, bus.redis)
+    assert await bus.redis.get(key) == b"1"  # the rest of the pipeline ran
+
+    pipe = bus.redis.pipeline(transaction=False)
+    _RAISE.queue(pipe, [key], ["not a number"])
+    _RAISE.queue(pipe, [key], [2])
+    error, raised = await execute(pipe, bus.redis, raise_on_error=False)
+    assert isinstance(error, ResponseError) and raised == 2

@@ -150,6 +150,11 @@ class Settings:
         "Pending entries idle this long are claimed from dead consumers.", 30_000
     )
     processor_claim_interval_s: float = _doc("How often pending entries are checked.", 15.0)
+    processor_lease_s: float = _doc(
+        "Lease of a tracking process on its ping shards and on its membership: a dead"
+        " process's shards move to the others after this long (tracking.shard_leases).",
+        10.0,
+    )
     snap_mode: str = _doc("Road snapping: nearest (per fix), match (per batch) or off.", "nearest")
     snap_max_distance_m: float = _doc("Fixes farther from a road than this stay unsnapped.", 50.0)
     retention_interval_s: float = _doc("How often old history partitions are dropped.", 3600.0)

@@ -2,12 +2,13 @@
 the fleet channel and the position observers.
 
 One consumer group (``tracking``) per shard stream; every tracking process is a consumer
-named after its host and pid. For each read (up to ``processor_read_count`` entries across
-all shards) it: decodes the batches, snaps the fixes to the road (per driver), advances live
+named after its host and pid and reads only the shards it owns (:mod:`tracking.shard_leases`:
+one owner per shard, so one driver's batches are never processed by two processes at once).
+For each read (up to ``processor_read_count`` entries across its shards) it: decodes the batches, snaps the fixes to the road (per driver), advances live
 state in one pipeline, writes history in one COPY transaction, XACKs (only after history is
 written, so a crash replays the entries, and replays are no-ops), publishes one fleet update
-and calls the observers. Entries left pending by a dead consumer are claimed (XAUTOCLAIM)
-at start and every ``processor_claim_interval_s``.
+and calls the observers. Entries a previous owner left pending are claimed (XAUTOCLAIM) when
+a shard is taken, and those idle in dead consumers every ``processor_claim_interval_s``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from core.settings import Settings
 from tracking.history import History
 from tracking.live_state import LiveState
 from tracking.positions import Fix, PositionObserver, PositionUpdate
+from tracking.shard_leases import ShardLeases
 from tracking.snapping import Snapper
 
 log = logging.getLogger(__name__)
@@ -110,8 +112,10 @@ class Processor:
         self._database = database
         self._snapper = Snapper(roads, settings.snap_mode, settings.snap_max_distance_m)
         self._observers = list(observers)
-        self._streams = shard_streams(settings)
         self._consumer = consumer_name()
+        self._leases = ShardLeases(
+            bus, shard_streams(settings), self._consumer, settings.processor_lease_s
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.history: History | None = None
@@ -128,7 +132,7 @@ class Processor:
         """Create the groups and start the loop."""
         self.history = History(self._database.pool, self._settings)
         self.live = LiveState(self._bus.redis)
-        for stream in self._streams:
+        for stream in shard_streams(self._settings):
             await self._bus.ensure_group(stream, GROUP, "0")
         self._task = asyncio.create_task(self._run(), name="tracking-processor")
 
@@ -141,26 +145,41 @@ class Processor:
             except TimeoutError:
                 log.warning("processor did not stop in time; unacked entries will replay")
             self._task = None
+        with contextlib.suppress(Exception):
+            await self._leases.leave()
 
     async def _run(self) -> None:
         claim_every = self._settings.processor_claim_interval_s
-        next_claim = 0.0
+        next_claim = next_lease = 0.0
         pending: list[StreamEntry] = []
         while not self._stopping.is_set():
             entries: list[StreamEntry] = []
             try:
-                if time.monotonic() >= next_claim:
-                    pending += await self._claim()
+                if time.monotonic() >= next_lease:
+                    # Between rounds: a shard given back here has nothing read and unwritten.
+                    ownership = await self._leases.refresh()
+                    next_lease = time.monotonic() + self._leases.renew_every_s
+                    # A failed round's entries of a shard given back are its new owner's now.
+                    pending = [e for e in pending if e.stream in ownership.held]
+                    pending += await self._claim(ownership.taken, 0)
+                held = self._leases.held
+                if held and time.monotonic() >= next_claim:
+                    pending += await self._claim(held, self._settings.processor_claim_idle_ms)
                     next_claim = time.monotonic() + claim_every
                 if pending:
                     entries, pending = pending, []
+                elif not held:  # more processors than shards: stand by
+                    await self._idle(self._leases.renew_every_s)
                 else:
                     entries = await self._bus.read_group(
-                        self._streams,
+                        held,
                         GROUP,
                         self._consumer,
                         count=self._settings.processor_read_count,
-                        block_ms=self._settings.processor_block_ms,
+                        block_ms=min(
+                            self._settings.processor_block_ms,
+                            int(self._leases.renew_every_s * 1000),
+                        ),
                     )
                 if entries:
                     await self.process(entries)
@@ -170,14 +189,19 @@ class Processor:
                 # The entries stay pending (not acked) and are retried after a pause.
                 log.exception("processing round failed, retrying")
                 pending = entries + pending
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), RETRY_S)
+                await self._idle(RETRY_S)
 
-    async def _claim(self) -> list[StreamEntry]:
-        """Entries pending too long in dead consumers (or this one before a restart)."""
-        claimed = await self._bus.claim_idle(
-            self._streams, GROUP, self._consumer, self._settings.processor_claim_idle_ms
-        )
+    async def _idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _claim(self, streams: Sequence[str], min_idle_ms: int) -> list[StreamEntry]:
+        """Entries of ``streams`` pending at least ``min_idle_ms`` with other consumers: a
+        previous owner's unfinished round (claimed at once when a shard is taken), or entries
+        idle in dead consumers."""
+        if not streams:
+            return []
+        claimed = await self._bus.claim_idle(streams, GROUP, self._consumer, min_idle_ms)
         if claimed:
             log.info("claimed pending entries", extra={"count": len(claimed)})
         return claimed

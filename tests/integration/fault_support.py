@@ -157,6 +157,7 @@ def fault_settings(
     return platform_settings(postgres, redis, s3, graph_dir, data_dir).replace(
         processor_claim_idle_ms=3000,
         processor_claim_interval_s=1.0,
+        processor_lease_s=2.0,
         processor_block_ms=200,
         order_consumer_block_ms=200,
         order_consumer_claim_idle_ms=3000,

@@ -1,7 +1,7 @@
 """Scale-out, proven locally: 2 gateway and 2 tracking processes on one Redis and PostgreSQL.
 
-Drivers spread over both gateways; both tracking processes consume the ping shards in the
-same consumer groups. One gateway and one tracking process are SIGKILLed while batches are in
+Drivers spread over both gateways; the tracking processes share the ping shards (each owns
+some, tracking.shard_leases). One gateway and one tracking process are SIGKILLed while batches are in
 flight, drivers on the dead gateway reconnect to the other one, the dead processes come back,
 and every driver ends with every batch acked exactly once and every fix stored exactly once.
 (Customers on either tracking process are covered by test_tracking_customer.py.)
@@ -92,9 +92,11 @@ def replicas(
         graph_dir=road_graph.parent,
         osm_pbf=REPO / "maps" / "malta.osm.pbf",
         shutdown_grace_s=2.0,
-        # The survivor claims what the killed processor read but never acked, soon.
+        # The survivor takes the killed processor's shards (its lease runs out) and claims what
+        # it read but never acked, soon.
         processor_claim_idle_ms=2000,
         processor_claim_interval_s=1.0,
+        processor_lease_s=2.0,
         processor_block_ms=200,
     )
     settings = [base.replace(gateway_port=free_port(), tracking_port=free_port()) for _ in range(2)]

@@ -1,13 +1,19 @@
 """SearchDrivers: live drivers inside a circle, rectangle, polygon or isochrone, nearest first.
 
-Every shape starts with one Redis GEOSEARCH around a centre, nearest first, in growing
-batches (``COUNT``), so a search near many drivers reads only as many as it needs:
+Every shape starts with one Lua script in Redis (:data:`_NEAREST`): a GEOSEARCH around a centre,
+nearest first, whose rows are kept only when the driver's live-state hash has a wanted status
+and the caller's tenant (a dispatcher finds only drivers of its own tenant, as if the others
+were not there). One round trip returns only the matching rows; asking for more doubles the
+count (growing batches), so a search near many drivers reads only as many as it needs.
 
-* circle: ``BYRADIUS`` around the centre; the result is exact.
+* circle: ``BYRADIUS``; the script starts with a small radius and doubles it up to the circle's
+  while fewer rows than asked lie inside (GEOSEARCH costs what the searched area holds: a
+  dense city's 9 km circle holds most of the fleet). All drivers within a radius, nearest
+  first, are the nearest of the whole circle too, so the result stays exact.
 * rectangle: ``BYBOX`` from the box centre, then an exact inside-the-box filter (Redis's box
   test is on its own approximation of the box).
 * polygon: ``BYBOX`` covering the polygon from its centroid, then point-in-polygon.
-* isochrone: ``BYRADIUS`` of ``max_drive x isochrone_max_speed_mps`` (no driver farther than
+* isochrone: a circle of ``max_drive x isochrone_max_speed_mps`` (no driver farther than
   that as the crow flies can arrive in time: the bound is a speed no road in OSRM's car profile
   reaches, motorways being 90 km/h = 25 m/s), then OSRM table calls from the candidates to the
   centre in chunks, nearest by straight line first. The search stops once it holds ``limit``
@@ -15,9 +21,8 @@ batches (``COUNT``), so a search near many drivers reads only as many as it need
   speed bound), so the answer is exact; ``isochrone_max_candidates`` caps the work for huge
   areas (beyond it the farthest candidates are not considered).
 
-Statuses and tenants are checked on the drivers' live-state hashes, read in one pipeline per
-batch: a dispatcher finds only drivers of its own tenant (``tenant`` field, from the driver's
-token), as if the others were not there.
+The script reads driver hashes it is not given as keys: fine on one Redis (the platform's), not
+on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 from core import live_state_keys as keys
 from core.errors import InvalidArgument
 from core.geo import Bounds, LatLng, bounds_of, point_in_polygon, polygon_centroid
+from core.redis_scripts import Script
 from core.roads import NoRoute, RoadNetwork
 from core.settings import Settings
 from tracking.area_input import box_from, circle_from, point_from, polygon_from
@@ -44,6 +50,50 @@ _BOX_SLACK = 1.01
 _BOX_SLACK_M = 10.0
 _FIRST_BATCH_FACTOR = 2
 _MIN_BATCH = 32
+# Where radius searches start before doubling: a few city blocks, which in a busy area already
+# hold a page of drivers.
+_FIRST_RADIUS_M = 250.0
+
+# KEYS[1] geo set. ARGV: lng, lat, radius m ('' for a box), box width m, box height m, rows
+# wanted, first radius m, tenant, driver hash key prefix, wanted statuses as ',1,2,'.
+# Returns {1 when the area holds nothing more, {{member, dist, {lng, lat}}, ...}}: at most
+# ``wanted`` rows.
+_NEAREST = Script(
+    """
+local function around(radius, count)
+  if ARGV[3] ~= '' then
+    return redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', radius,
+      'm', 'ASC', 'COUNT', count, 'WITHDIST', 'WITHCOORD')
+  end
+  return redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYBOX', ARGV[4],
+    ARGV[5], 'm', 'ASC', 'COUNT', count, 'WITHDIST', 'WITHCOORD')
+end
+local want = tonumber(ARGV[6])
+local full = tonumber(ARGV[3] ~= '' and ARGV[3] or '0')
+local radius = math.min(full, tonumber(ARGV[7]))
+local scan = want
+while true do
+  local rows = around(radius, scan)
+  if #rows < scan and radius < full then
+    radius = math.min(full, radius * 2)
+  else
+    local out = {}
+    for _, row in ipairs(rows) do
+      local state = redis.call('HMGET', ARGV[9] .. row[1], 'status', 'tenant')
+      local status = state[1] or '0'
+      if (state[2] or '') == ARGV[8] and string.find(ARGV[10], ',' .. status .. ',', 1, true) then
+        out[#out + 1] = row
+        if #out == want then return {0, out} end
+      end
+    end
+    if #out >= want or #rows < scan then
+      return {#rows < scan and 1 or 0, out}
+    end
+    scan = scan * 2
+  end
+end
+"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +114,9 @@ class Wanted:
     statuses: frozenset[int]
     tenant_id: str
 
-    def matches(self, status: Any, tenant: Any) -> bool:
-        """Whether a driver with these live-state values (bytes or None) is wanted."""
-        return int(status or 0) in self.statuses and _text(tenant or b"") == self.tenant_id
+    def status_list(self) -> str:
+        """The statuses as the script matches them: ``,1,2,``."""
+        return "," + ",".join(str(s) for s in sorted(self.statuses)) + ","
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,59 +300,48 @@ class DriverSearch:
         count = max(first, _MIN_BATCH)
         seen: set[str] = set()
         while True:
-            rows = await self._geosearch(area, count)
-            fresh = [
-                (member, dist, point)
+            rows, exhausted = await self._nearest(area, wanted, count)
+            batch = [
+                Candidate(member, dist, point)
                 for member, dist, point in rows
                 if member not in seen and (area.contains is None or area.contains(point))
             ]
             seen.update(member for member, _, _ in rows)
-            batch = await self._with_state(fresh, wanted)
             if batch:
                 yield batch
-            if len(rows) < count:
+            if exhausted:
                 return
             count *= 2
 
-    async def _geosearch(self, area: Area, count: int) -> list[tuple[str, float, LatLng]]:
-        shape: dict[str, Any] = (
-            {"radius": area.radius_m}
-            if area.radius_m is not None
-            else {"width": area.box_m[0], "height": area.box_m[1]}  # type: ignore[index]
+    async def _nearest(
+        self, area: Area, wanted: Wanted, count: int
+    ) -> tuple[list[tuple[str, float, LatLng]], bool]:
+        """Up to ``count`` wanted drivers around the centre, nearest first, and whether the
+        area holds no more (see :data:`_NEAREST`)."""
+        if area.radius_m is not None:
+            shape = [area.radius_m, "", ""]
+        else:
+            width, height = area.box_m  # type: ignore[misc]
+            shape = ["", width, height]
+        reply: Any = await _NEAREST(
+            self._redis,
+            [keys.DRIVERS_GEO],
+            [
+                area.center.lng,
+                area.center.lat,
+                *shape,
+                count,
+                _FIRST_RADIUS_M,
+                wanted.tenant_id,
+                keys.driver_key(""),
+                wanted.status_list(),
+            ],
         )
-        rows: list[Any] = await self._redis.geosearch(
-            keys.DRIVERS_GEO,
-            longitude=area.center.lng,
-            latitude=area.center.lat,
-            unit="m",
-            sort="ASC",
-            count=count,
-            withdist=True,
-            withcoord=True,
-            **shape,
-        )
+        exhausted, rows = reply
         return [
             (_text(member), float(dist), LatLng(float(lat), float(lng)))
             for member, dist, (lng, lat) in rows
-        ]
-
-    async def _with_state(
-        self, rows: list[tuple[str, float, LatLng]], wanted: Wanted
-    ) -> list[Candidate]:
-        """The rows whose live status and tenant are wanted (only those two fields are read
-        here). A driver streaming positions before its first status report counts as
-        UNSPECIFIED, not offline."""
-        if not rows:
-            return []
-        pipe = self._redis.pipeline(transaction=False)
-        for member, _, _ in rows:
-            pipe.hmget(keys.driver_key(member), [keys.FIELD_STATUS, keys.FIELD_TENANT])
-        replies = await pipe.execute()
-        return [
-            Candidate(member, dist, point)
-            for (member, dist, point), (status, tenant) in zip(rows, replies, strict=True)
-            if wanted.matches(status, tenant)
-        ]
+        ], bool(int(exhausted))
 
     async def _fill_states(
         self, matches: list[fleet_service_pb2.DriverMatch]

@@ -135,6 +135,26 @@ async def test_circle_nearest_first_without_offline(
     assert _mine(offline) == ["senglea"]
 
 
+async def test_a_large_circle_still_finds_the_exact_nearest_page(
+    redis_client: aioredis.Redis, fleet: Stub, auth: Auth
+) -> None:
+    """The search grows its radius from a few hundred metres and skips drivers it may not
+    show: the page is still the nearest wanted drivers of the whole circle, in order."""
+    origin = LatLng(36.2, 14.2)  # at sea north of Gozo: nobody else's drivers around
+    line = {
+        f"line{i:02d}": LatLng(origin.lat + i * 400 / 111_195, origin.lng) for i in range(1, 31)
+    }
+    for place, position in line.items():
+        await _put_driver(redis_client, place, position, OFFLINE if place < "line06" else IDLE)
+    circle = common_pb2.Circle(center=_ll(origin), radius_m=20_000)
+    request = fleet_service_pb2.SearchDriversRequest(circle=circle, limit=5)
+    page = (await fleet.SearchDrivers(request, metadata=auth, timeout=TIMEOUT_S)).drivers
+    assert _mine(list(page)) == ["line06", "line07", "line08", "line09", "line10"]
+    assert [round(m.distance_m / 100) for m in page] == [24, 28, 32, 36, 40]
+    everyone = await _search(fleet, auth, circle=circle)
+    assert len(_mine(everyone)) == 25
+
+
 async def test_rectangle_is_exact(redis_client: aioredis.Redis, fleet: Stub, auth: Auth) -> None:
     box = common_pb2.BoundingBox(
         south_west=common_pb2.LatLng(lat=35.892, lng=14.504),

@@ -171,7 +171,14 @@ class Settings:
         30.0,
     )
     isochrone_max_drive_s: float = _doc("Longest isochrone drive time accepted (s).", 3600.0)
-    isochrone_table_chunk: int = _doc("Candidates per OSRM table call in isochrone search.", 128)
+    isochrone_table_chunk: int = _doc(
+        "Candidates per step of the isochrone search's early-stop test.", 128
+    )
+    road_workers: int = _doc(
+        "Worker processes computing isochrone drive times off the event loop, in parallel"
+        " (core.road_pool); 0 computes them in the serving process.",
+        2,
+    )
     isochrone_max_candidates: int = _doc(
         "Most candidates (nearest first) whose drive time an isochrone search computes.", 256
     )

@@ -16,6 +16,7 @@ from core.auth import Principal, Role, require
 from core.bus import Bus
 from core.db import Database
 from core.errors import InvalidArgument
+from core.road_pool import RoadPool
 from core.roads import RoadNetwork
 from core.settings import Settings
 from tracking.fleet_watch import watch_fleet
@@ -35,11 +36,11 @@ class FleetHandlers:
     service_names: tuple[str, ...] = ()
 
     def __init__(
-        self, settings: Settings, bus: Bus, database: Database, roads: RoadNetwork | None
+        self, settings: Settings, bus: Bus, database: Database, roads: RoadNetwork
     ) -> None:
         self._settings = settings
         self._bus = bus
-        self._roads = roads
+        self._pool = RoadPool(roads, settings.road_workers)
         self._search: DriverSearch | None = None
         self.store = GeofenceStore(database, bus, settings)
 
@@ -47,11 +48,13 @@ class FleetHandlers:
         """No servicer of its own."""
 
     async def start(self) -> None:
-        """Bind to the started database and Redis."""
-        self._search = DriverSearch(self._bus.redis, self._roads, self._settings)
+        """Bind to the started database and Redis; start the isochrones' road workers."""
+        await self._pool.start()
+        self._search = DriverSearch(self._bus.redis, self._pool, self._settings)
 
     async def stop(self) -> None:
-        """Nothing to flush."""
+        """Stop the road workers."""
+        self._pool.stop()
 
     def geofence_observer(self) -> GeofenceObserver:
         """A processor observer raising geofence events (add it before the processor starts)."""

@@ -39,7 +39,7 @@ from core import live_state_keys as keys
 from core.errors import InvalidArgument
 from core.geo import Bounds, LatLng, bounds_of, point_in_polygon, polygon_centroid
 from core.redis_scripts import Script
-from core.roads import NoRoute, RoadNetwork
+from core.road_pool import RoadPool
 from core.settings import Settings
 from tracking.area_input import box_from, circle_from, point_from, polygon_from
 from tracking.live_state import decode_state
@@ -56,38 +56,43 @@ _FIRST_RADIUS_M = 250.0
 
 # KEYS[1] geo set. ARGV: lng, lat, radius m ('' for a box), box width m, box height m, rows
 # wanted, first radius m, tenant, driver hash key prefix, wanted statuses as ',1,2,'.
-# Returns {1 when the area holds nothing more, {{member, dist, {lng, lat}}, ...}}: at most
-# ``wanted`` rows.
+# Returns {1 when the area holds nothing more, {{member, dist, lat, lng}, ...}}: at most
+# ``wanted`` rows. The position is the hash's (the same latest raw fix as the GEO set's).
 _NEAREST = Script(
     """
 local function around(radius, count)
   if ARGV[3] ~= '' then
     return redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', radius,
-      'm', 'ASC', 'COUNT', count, 'WITHDIST', 'WITHCOORD')
+      'm', 'ASC', 'COUNT', count, 'WITHDIST')
   end
   return redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYBOX', ARGV[4],
-    ARGV[5], 'm', 'ASC', 'COUNT', count, 'WITHDIST', 'WITHCOORD')
+    ARGV[5], 'm', 'ASC', 'COUNT', count, 'WITHDIST')
 end
 local want = tonumber(ARGV[6])
 local full = tonumber(ARGV[3] ~= '' and ARGV[3] or '0')
 local radius = math.min(full, tonumber(ARGV[7]))
 local scan = want
+-- A wider scan returns the rows of the narrower one first: each driver is checked once.
+local checked, out = {}, {}
 while true do
   local rows = around(radius, scan)
   if #rows < scan and radius < full then
     radius = math.min(full, radius * 2)
   else
-    local out = {}
     for _, row in ipairs(rows) do
-      local state = redis.call('HMGET', ARGV[9] .. row[1], 'status', 'tenant')
-      local status = state[1] or '0'
-      if (state[2] or '') == ARGV[8] and string.find(ARGV[10], ',' .. status .. ',', 1, true) then
-        out[#out + 1] = row
-        if #out == want then return {0, out} end
+      if not checked[row[1]] then
+        checked[row[1]] = true
+        local state = redis.call('HMGET', ARGV[9] .. row[1], 'status', 'tenant', 'lat', 'lng')
+        local status = state[1] or '0'
+        if (state[2] or '') == ARGV[8] and state[3] and
+            string.find(ARGV[10], ',' .. status .. ',', 1, true) then
+          out[#out + 1] = {row[1], row[2], state[3], state[4]}
+          if #out == want then return {0, out} end
+        end
       end
     end
-    if #out >= want or #rows < scan then
-      return {#rows < scan and 1 or 0, out}
+    if #rows < scan then
+      return {1, out}
     end
     scan = scan * 2
   end
@@ -206,7 +211,7 @@ def parse_limit(request: fleet_service_pb2.SearchDriversRequest, settings: Setti
 class DriverSearch:
     """Answers SearchDrivers from live state (and OSRM for isochrones)."""
 
-    def __init__(self, client: aioredis.Redis, roads: RoadNetwork | None, settings: Settings):
+    def __init__(self, client: aioredis.Redis, roads: RoadPool, settings: Settings):
         self._redis = client
         self._roads = roads
         self._settings = settings
@@ -242,20 +247,21 @@ class DriverSearch:
     async def _isochrone(
         self, area: Area, wanted: Wanted, limit: int
     ) -> list[fleet_service_pb2.DriverMatch]:
-        if self._roads is None:
-            raise InvalidArgument("isochrone search needs the road network, which is not loaded")
         drive_limit = area.max_drive_s or 0.0
+        cap = self._settings.isochrone_max_candidates
         chunk = self._settings.isochrone_table_chunk
         found: list[fleet_service_pb2.DriverMatch] = []
         examined = 0
         # One GEOSEARCH for all the candidates the cap allows: in a large radius each call
         # scans every driver in it, so growing batches would pay that again and again.
-        first = self._settings.isochrone_max_candidates
-        async for batch in self._batches(area, wanted, first):
+        async for batch in self._batches(area, wanted, cap):
+            batch = batch[: cap - examined]
+            # The whole batch at once (the road pool spreads it over its workers); the stop
+            # test below still walks it in chunks, nearest first.
+            times = await self._roads.durations_to([c.position for c in batch], area.center)
             for start in range(0, len(batch), chunk):
                 part = batch[start : start + chunk]
-                times = self._drive_times(part, area.center)
-                for candidate, seconds in zip(part, times, strict=True):
+                for candidate, seconds in zip(part, times[start : start + chunk], strict=True):
                     if seconds is not None and seconds <= drive_limit:
                         found.append(
                             fleet_service_pb2.DriverMatch(
@@ -270,28 +276,9 @@ class DriverSearch:
                 floor_s = part[-1].distance_m / self._settings.isochrone_max_speed_mps
                 if len(found) >= limit and found[limit - 1].drive_time_s <= floor_s:
                     return await self._fill_states(found[:limit])
-                if examined >= self._settings.isochrone_max_candidates:
-                    return await self._fill_states(found[:limit])
+            if examined >= cap:
+                break
         return await self._fill_states(found[:limit])
-
-    def _drive_times(self, part: list[Candidate], center: LatLng) -> list[float | None]:
-        """Road seconds from each candidate to the centre (None: no road, or unknown)."""
-        assert self._roads is not None
-        sources = [c.position for c in part]
-        try:
-            matrix = self._roads.table(sources, [center], distances=False)
-            return [row[0] for row in matrix.durations_s]
-        except NoRoute:
-            # One unroutable point fails the whole table: retry one by one.
-            times: list[float | None] = []
-            for source in sources:
-                try:
-                    times.append(
-                        self._roads.table([source], [center], distances=False).durations_s[0][0]
-                    )
-                except NoRoute:
-                    times.append(None)
-            return times
 
     async def _batches(
         self, area: Area, wanted: Wanted, first: int
@@ -340,7 +327,7 @@ class DriverSearch:
         exhausted, rows = reply
         return [
             (_text(member), float(dist), LatLng(float(lat), float(lng)))
-            for member, dist, (lng, lat) in rows
+            for member, dist, lat, lng in rows
         ], bool(int(exhausted))
 
     async def _fill_states(

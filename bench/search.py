@@ -208,7 +208,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     redis = RedisServer(base / "redis", free_port())
     redis.start()
     try:
-        settings = Settings.from_env({}).replace(redis_url=redis.url, metrics_port=0)
+        settings = Settings.from_env({}).replace(
+            redis_url=redis.url, metrics_port=0, road_workers=args.road_workers
+        )
         bus = Bus(settings)
         # The database is never touched by search; the handlers reach it lazily.
         fleet = FleetHandlers(settings, bus, Database(settings), roads)
@@ -244,6 +246,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "driver_placement_s": round(placed_s, 1),
         "radius_m": args.radius,
         "isochrone_drive_s": args.drive,
+        "road_workers": args.road_workers,
         "target_p99_ms": 20,
         "shapes": shapes,
     }
@@ -277,6 +280,12 @@ if __name__ == "__main__":
     parser.add_argument("--radius", type=float, default=1000.0)
     parser.add_argument("--drive", type=int, default=300)
     parser.add_argument("--raw-share", type=float, default=0.2)
+    parser.add_argument(
+        "--road-workers",
+        type=int,
+        default=Settings.from_env({}).road_workers,
+        help="isochrone road worker processes (0: inline)",
+    )
     arguments = parser.parse_args()
     outcome = asyncio.run(main(arguments))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

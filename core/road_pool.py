@@ -7,8 +7,12 @@ customers' streams) and use one core. :class:`RoadPool` splits the sources over
 same memory-mapped graph files (the pages are shared), and runs the parts at once. With
 ``road_workers = 0`` the same computation runs inline.
 
-Workers are spawned (never forked from a process holding gRPC and asyncio state) when the pool
-starts, and die with their parent (Linux parent-death signal) even if it is SIGKILLed.
+Each worker answers requests on its own pipe, read by the event loop directly: no executor
+threads between the loop and the workers (``concurrent.futures``' hand-offs between threads
+cost more than the table's parallel gain on a loaded box). Workers are spawned (never forked
+from a process holding gRPC and asyncio state), replaced when one dies (its part is then
+computed inline), and die with their parent (Linux parent-death signal) even if it is
+SIGKILLed.
 """
 
 from __future__ import annotations
@@ -21,16 +25,18 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 from core.geo import LatLng
 from core.roads import NoRoute, RoadNetwork
 
 log = logging.getLogger(__name__)
-# The worker process's road network (set by the initializer).
-_ROADS: RoadNetwork | None = None
 _PR_SET_PDEATHSIG = 1
+_READY = "ready"
+_STOP_GRACE_S = 2.0
 
 
 def durations_to(
@@ -54,25 +60,33 @@ def durations_to(
         return times
 
 
-def _open(graph: str, max_snap_m: float | None, parent: int) -> None:
-    global _ROADS
-    # Not Linux: no parent-death signal; the pool's shutdown still stops the workers.
+def _serve(conn: Connection, graph: str, max_snap_m: float | None, parent: int) -> None:
+    """A worker's life: open the graph, then answer (sources, destination) until EOF."""
+    # Not Linux: no parent-death signal; the pool's stop still ends the workers (EOF).
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(0)
-    _ROADS = RoadNetwork(graph, max_snap_m)
+        return
+    roads = RoadNetwork(graph, max_snap_m)
+    conn.send(_READY)
+    while True:
+        try:
+            sources, destination = conn.recv()
+        except (EOFError, OSError):
+            return
+        points = [LatLng(lat, lng) for lat, lng in sources]
+        conn.send(durations_to(roads, points, LatLng(*destination)))
 
 
-def _durations_in_worker(
-    sources: list[tuple[float, float]], destination: tuple[float, float]
-) -> list[float | None]:
-    assert _ROADS is not None, "worker without a road network"
-    return durations_to(_ROADS, [LatLng(*p) for p in sources], LatLng(*destination))
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
-def _ready() -> bool:
-    return _ROADS is not None
+@dataclass(slots=True)
+class _Worker:
+    process: BaseProcess
+    conn: Connection
 
 
 class RoadPool:
@@ -82,57 +96,101 @@ class RoadPool:
         if workers < 0:
             raise ValueError("road_workers must be >= 0")
         self._roads = roads
-        self._workers = workers
-        self._executor: ProcessPoolExecutor | None = None
-        self._restarting = asyncio.Lock()
+        self._size = workers
+        self._workers: list[_Worker] = []
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
 
     async def start(self) -> None:
         """Spawn the workers and wait until each has opened the graph."""
-        if self._workers == 0:
-            return
-        self._executor = ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_open,
-            initargs=(str(self._roads.path), self._roads.max_snap_m, os.getpid()),
-        )
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._executor, _ready) for _ in range(self._workers))
-        )
+        for _ in range(self._size):
+            worker = self._spawn()
+            if await self._answer(worker) != _READY:
+                raise RuntimeError("road worker failed to start")
+            self._workers.append(worker)
+            self._idle.put_nowait(worker)
 
     def stop(self) -> None:
-        """Stop the workers (a call in progress is abandoned)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        """End the workers: they see their pipe close and exit; stragglers are killed."""
+        workers, self._workers = self._workers, []
+        self._idle = asyncio.Queue()
+        for worker in workers:
+            worker.conn.close()
+        for worker in workers:
+            worker.process.join(_STOP_GRACE_S)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(_STOP_GRACE_S)
+
+    def worker_pids(self) -> list[int]:
+        """The live workers' process ids."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
 
     async def durations_to(
         self, sources: Sequence[LatLng], destination: LatLng
     ) -> list[float | None]:
         """:func:`durations_to`, the sources split evenly over the workers."""
-        executor = self._executor
-        if executor is None or len(sources) < 2:
+        if not self._workers or len(sources) < 2:
             return durations_to(self._roads, sources, destination)
-        size = -(-len(sources) // self._workers)
-        loop = asyncio.get_running_loop()
+        size = -(-len(sources) // len(self._workers))
+        parts = [sources[start : start + size] for start in range(0, len(sources), size)]
+        # Shielded: a cancelled search must still read its workers' answers before they take
+        # the next request.
+        answers = await asyncio.gather(
+            *(asyncio.shield(self._part(part, destination)) for part in parts)
+        )
+        return [seconds for answer in answers for seconds in answer]
+
+    async def _part(self, sources: Sequence[LatLng], destination: LatLng) -> list[float | None]:
+        worker = await self._idle.get()
         try:
-            parts = [
-                loop.run_in_executor(
-                    executor,
-                    _durations_in_worker,
-                    [(p.lat, p.lng) for p in sources[start : start + size]],
-                    (destination.lat, destination.lng),
-                )
-                for start in range(0, len(sources), size)
-            ]
-            return [seconds for part in await asyncio.gather(*parts) for seconds in part]
-        except BrokenProcessPool:
-            # A worker died (killed, out of memory): the pool cannot be used any more. Answer
-            # inline and start a fresh pool for the next calls.
-            async with self._restarting:
-                if self._executor is executor:  # not replaced by a concurrent call already
-                    log.warning("road worker died; restarting the pool")
-                    self.stop()
-                    await self.start()
+            worker.conn.send(
+                ([(p.lat, p.lng) for p in sources], (destination.lat, destination.lng))
+            )
+            answer: list[float | None] = await self._answer(worker)
+        except (EOFError, OSError):
+            # The worker died (killed, out of memory): a fresh one takes its place.
+            log.warning("road worker died; starting another", extra={"pid": worker.process.pid})
+            await self._replace(worker)
             return durations_to(self._roads, sources, destination)
+        self._idle.put_nowait(worker)
+        return answer
+
+    async def _replace(self, dead: _Worker) -> None:
+        dead.conn.close()
+        dead.process.join(0)
+        if dead not in self._workers:  # stopped meanwhile
+            return
+        fresh = self._spawn()
+        try:
+            await self._answer(fresh)
+        except (EOFError, OSError):
+            log.exception("road worker failed to start; running with one less")
+            self._workers.remove(dead)
+            return
+        self._workers[self._workers.index(dead)] = fresh
+        self._idle.put_nowait(fresh)
+
+    def _spawn(self) -> _Worker:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_serve,
+            args=(theirs, str(self._roads.path), self._roads.max_snap_m, os.getpid()),
+            name="road-worker",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    async def _answer(self, worker: _Worker) -> Any:
+        """The worker's next message, read when its pipe is readable."""
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+        fd = worker.conn.fileno()
+        loop.add_reader(fd, _settle, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+        return worker.conn.recv()

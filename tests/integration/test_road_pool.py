@@ -50,12 +50,11 @@ async def test_a_killed_worker_is_replaced(roads: RoadNetwork, sources: list[Lat
     await pool.start()
     try:
         expected = durations_to(roads, sources, CENTER)
-        assert pool._executor is not None
-        victim = next(iter(pool._executor._processes))
+        victim = pool.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: not _alive(victim), 10.0, what="worker killed")
         assert await pool.durations_to(sources, CENTER) == expected  # answered inline
-        assert pool._executor is not None and victim not in pool._executor._processes
+        assert len(pool.worker_pids()) == 2 and victim not in pool.worker_pids()
         assert await pool.durations_to(sources, CENTER) == expected  # by the new workers
     finally:
         pool.stop()
@@ -77,7 +76,7 @@ from core.roads import RoadNetwork
 async def main():
     pool = RoadPool(RoadNetwork(sys.argv[1]), 2)
     await pool.start()
-    print(" ".join(str(p) for p in pool._executor._processes), flush=True)
+    print(" ".join(str(p) for p in pool.worker_pids()), flush=True)
     await asyncio.sleep(600)
 
 if __name__ == "__main__":

@@ -211,6 +211,9 @@ class Driver(threading.Thread):
         except (grpc.RpcError, EOFError):
             self.reconnects += 1
             self._connect(prefer=1 - self.home)
+            # Made durable before the gateway died, their acks lost with it: the Welcome's
+            # last accepted seq acknowledges them.
+            self.acked += [seq for seq in self.in_flight if seq < self.next_seq]
         self.in_flight = []
 
 

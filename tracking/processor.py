@@ -60,7 +60,18 @@ DELAY = Histogram(
     "Gateway receive to processed (live state and history written).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+STEP_SECONDS = Histogram(
+    "lastmile_tracking_round_step_seconds",
+    "Time of each step of a processing round: snap, live_state, history, ack, fleet, and each"
+    " position observer by name. Where a slow round's time goes (docs/runbook.md).",
+    ["step"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 BAD_ENTRIES = Counter("lastmile_tracking_bad_entries_total", "Undecodable stream entries skipped.")
+# Children bound once: observed several times per round.
+_STEPS = {
+    step: STEP_SECONDS.labels(step) for step in ("snap", "live_state", "history", "ack", "fleet")
+}
 
 
 def consumer_name() -> str:
@@ -226,22 +237,27 @@ class Processor:
         all_fixes: list[Fix] = []
         latest: list[Fix] = []
         per_driver: dict[str, tuple[Fix, ...]] = {}
-        for fixes in by_driver.values():
-            fixes.sort(key=lambda f: f.at)
-            snapped = self._snapper.snap(fixes)
-            done = tuple(_with_snap(f, s) for f, s in zip(fixes, snapped, strict=True))
-            per_driver[done[0].driver_id] = done
-            all_fixes += done
-            latest.append(done[-1])
-        states = await self.live.advance(latest)
-        await self.history.write(all_fixes)
-        await self._ack(entries)
+        with _STEPS["snap"].time():
+            for fixes in by_driver.values():
+                fixes.sort(key=lambda f: f.at)
+                snapped = self._snapper.snap(fixes)
+                done = tuple(_with_snap(f, s) for f, s in zip(fixes, snapped, strict=True))
+                per_driver[done[0].driver_id] = done
+                all_fixes += done
+                latest.append(done[-1])
+        with _STEPS["live_state"].time():
+            states = await self.live.advance(latest)
+        with _STEPS["history"].time():
+            await self.history.write(all_fixes)
+        with _STEPS["ack"].time():
+            await self._ack(entries)
         now_ms = time.time() * 1000
         for ms in received_ms:
             DELAY.observe(max(0.0, now_ms - ms) / 1000)
         FIXES.inc(len(all_fixes))
         if any(s is not None for s in states):
-            await self._publish_fleet(latest, states)
+            with _STEPS["fleet"].time():
+                await self._publish_fleet(latest, states)
             await self._notify(latest, states, per_driver)
 
     async def _publish_fleet(
@@ -289,7 +305,8 @@ class Processor:
         ]
         for observer in self._observers:
             try:
-                await observer.on_positions(updates)
+                with STEP_SECONDS.labels(type(observer).__name__).time():
+                    await observer.on_positions(updates)
             except Exception:
                 log.exception("position observer failed", extra={"observer": repr(observer)})
 

@@ -99,6 +99,16 @@ def test_fanout_latency(hardened: Hardened, traffic: Tenant) -> None:
     assert total is not None and 0 <= total / count < 60  # receipt to publish, seconds
 
 
+def test_processing_round_steps(hardened: Hardened, traffic: Tenant) -> None:
+    url = hardened.metrics["tracking"]
+    name = "lastmile_tracking_round_step_seconds_count"
+    for step in ("snap", "live_state", "history", "ack", "fleet", "PositionFanout", "EtaEngine"):
+        count = metric(url, name, {"step": step})
+        assert count is not None and count >= 1, step
+    total = metric(url, "lastmile_tracking_round_step_seconds_sum", {"step": "history"})
+    assert total is not None and total > 0
+
+
 def test_backlogs_of_dispatch(hardened: Hardened, traffic: Tenant) -> None:
     url = hardened.metrics["dispatch"]
     # Everything written was relayed: the outbox backlog drains to nothing.

@@ -13,15 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from core.db import (
+    Database,
     Migration,
     drop_history_partitions_before,
     ensure_history_partitions,
     load_migrations,
     migrate,
 )
+from core.geo import LatLng
+from core.settings import Settings
 from ops.servers import PostgresServer
+from tracking.history import History
+from tracking.positions import Fix
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +201,46 @@ async def test_retention_drops_only_days_before_the_cutoff(migrated: Connection)
     # The rows of the days kept are still there.
     assert await migrated.fetchval("SELECT count(*) FROM location_history") == 2
     assert await drop_history_partitions_before(migrated, cutoff) == []
+
+
+async def test_history_batches_are_copied_and_replays_store_only_the_new_fixes(
+    fresh_dsn: str,
+) -> None:
+    settings = Settings.from_env({}).replace(database_url=fresh_dsn)
+    database = Database(settings)
+    await database.start()
+    try:
+        history = History(database.pool, settings)
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+
+        def fixes(seconds: range) -> list[Fix]:
+            return [
+                Fix(
+                    driver_id="drv-history",
+                    at=start + dt.timedelta(seconds=s),
+                    position=LatLng(35.9 + s / 10_000, 14.5),
+                    accuracy_m=5.0,
+                    speed_mps=8.0,
+                    heading_deg=90.0,
+                    received_at=start + dt.timedelta(seconds=s + 1),
+                    snapped=LatLng(35.9 + s / 10_000, 14.5001),
+                )
+                for s in seconds
+            ]
+
+        def replays() -> float:
+            return REGISTRY.get_sample_value("lastmile_tracking_history_replays_total") or 0.0
+
+        before = replays()
+        assert await history.write(fixes(range(0, 10))) == 10
+        assert replays() == before
+        # A replayed round overlapping the stored one, with fixes of its own.
+        assert await history.write(fixes(range(5, 15))) == 10
+        assert replays() == before + 1
+
+        rows = await history.path("drv-history", start, start + dt.timedelta(minutes=1), 100)
+        assert [r["recorded_at"] for r in rows] == [f.at for f in fixes(range(0, 15))]
+        assert rows[3]["lat"] == pytest.approx(35.9003)
+        assert rows[3]["snapped_lng"] == pytest.approx(14.5001)
+    finally:
+        await database.stop()

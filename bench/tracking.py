@@ -48,8 +48,8 @@ from typing import Any
 from simulator.city import road_graph
 from simulator.load import LoadPlan, Phase, merge, raise_fd_limit, run_worker
 
-from bench.ingest import machine
-from bench.tracking_fleet import TENANT, backlog, history_count, seed
+from bench.ingest import history_count, machine
+from bench.tracking_fleet import TENANT, backlog, seed
 from bench.tracking_report import markdown, peak_rss_mb, percentiles
 from core.settings import PROJECT_ROOT, Settings
 from ops.graph import build_graph

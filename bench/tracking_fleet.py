@@ -85,15 +85,6 @@ async def seed(settings: Settings, count: int) -> list[tuple[str, str]]:
     return out
 
 
-async def history_count(dsn: str) -> int:
-    """Rows in location_history."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM location_history"))
-    finally:
-        await conn.close()
-
-
 async def backlog(settings: Settings) -> int:
     """Ping shards the tracking group has not caught up with: entries not yet delivered to it
     (its last delivered id behind the stream's last id) or delivered and not yet acked."""

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from core import logs
+from core import gc_tuning, logs
 from core.interceptors import ServiceInterceptor
 from core.metrics import serve_metrics
 from core.settings import Settings
@@ -136,6 +136,7 @@ async def run_until_signalled(host: ServiceHost) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     await host.start()
+    gc_tuning.settle(host.settings.gc_young_threshold)
     await stopping.wait()
     await host.stop()
 

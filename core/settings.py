@@ -78,6 +78,11 @@ class Settings:
     shutdown_grace_s: float = _doc("Seconds given to open streams to drain on shutdown.", 5.0)
     max_message_bytes: int = _doc("Largest gRPC message accepted.", 4 * 1024 * 1024)
     ingest_shards: int = _doc("Number of Redis stream shards for driver pings.", 4)
+    gc_young_threshold: int = _doc(
+        "Net allocations between young-generation garbage collections once a process serves"
+        " (core/gc_tuning.py; 0 keeps Python's default of 700).",
+        50_000,
+    )
 
     # --- limits, timeouts and the edge's guards (docs/security.md) -------------------------
     server_max_concurrent_rpcs: int = _doc(

@@ -14,6 +14,7 @@ in a process and returns its figures as a plain dict; :func:`merge` sums the fig
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import multiprocessing
@@ -26,6 +27,7 @@ from typing import Any
 
 from grpc import aio
 
+from core import gc_tuning
 from core.auth import Role
 from core.geo import LatLng
 from core.settings import Settings
@@ -158,10 +160,13 @@ async def run_plan(plan: LoadPlan) -> dict[str, Any]:
     channels = _Channels.open(plan, len(plan.drivers), customers)
     try:
         drivers, tokens = await _prepare(plan, connection, channels, tally)
+        # The load's own collector pauses would be measured as the servers' latency.
+        gc_tuning.settle(plan.settings.gc_young_threshold)
         started = time.monotonic()
         await _run_streams(plan, channels, drivers, tokens, tally)
         wall_s = time.monotonic() - started
     finally:
+        gc.unfreeze()  # a pool process runs the next plan: this one's objects may go
         connection.close()
         await channels.close()
     return _figures(plan, tally, wall_s)

@@ -109,6 +109,14 @@ def test_processing_round_steps(hardened: Hardened, traffic: Tenant) -> None:
     assert total is not None and total > 0
 
 
+def test_collector_settled_in_every_service(hardened: Hardened, traffic: Tenant) -> None:
+    """Each serving process froze its start-up objects (core.gc_tuning) and reports pauses."""
+    for service, url in hardened.metrics.items():
+        frozen = metric(url, "lastmile_gc_frozen_objects")
+        assert frozen is not None and frozen > 10_000, service
+        assert metric(url, "lastmile_gc_pause_seconds_count", {"generation": "2"}) is not None
+
+
 def test_backlogs_of_dispatch(hardened: Hardened, traffic: Tenant) -> None:
     url = hardened.metrics["dispatch"]
     # Everything written was relayed: the outbox backlog drains to nothing.

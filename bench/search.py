@@ -37,6 +37,7 @@ from google.protobuf.duration_pb2 import Duration
 from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc, tracking_pb2
 
+from core import gc_tuning
 from core import live_state_keys as keys
 from core.auth import Role, issue_token
 from core.bus import Bus
@@ -219,6 +220,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await host.start()
         try:
             await load(bus.redis, positions, rng)
+            gc_tuning.settle(settings.gc_young_threshold)  # as a serving process does
             token = issue_token(settings, "bench", Role.DISPATCHER, "bench")
             auth = (("authorization", f"Bearer {token}"),)
             centres = [positions[rng.randrange(len(positions))] for _ in range(args.queries)]
@@ -232,6 +234,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 ]
         finally:
             await host.stop()
+            gc_tuning.release()
     finally:
         redis.stop()
         shutil.rmtree(base, ignore_errors=True)

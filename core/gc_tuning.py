@@ -49,3 +49,9 @@ def settle(young_threshold: int) -> None:
         gc.set_threshold(young_threshold, older, oldest)
     if _observe not in gc.callbacks:
         gc.callbacks.append(_observe)
+
+
+def release() -> None:
+    """Give the frozen objects back to the collector, before the process exits: extension
+    modules (the OSRM bindings) report objects still alive at exit as leaks."""
+    gc.unfreeze()

@@ -139,6 +139,7 @@ async def run_until_signalled(host: ServiceHost) -> None:
     gc_tuning.settle(host.settings.gc_young_threshold)
     await stopping.wait()
     await host.stop()
+    gc_tuning.release()
 
 
 def main(name: str, build: BuildComponents) -> None:

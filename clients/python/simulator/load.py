@@ -14,7 +14,6 @@ in a process and returns its figures as a plain dict; :func:`merge` sums the fig
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import math
 import multiprocessing
@@ -166,7 +165,7 @@ async def run_plan(plan: LoadPlan) -> dict[str, Any]:
         await _run_streams(plan, channels, drivers, tokens, tally)
         wall_s = time.monotonic() - started
     finally:
-        gc.unfreeze()  # a pool process runs the next plan: this one's objects may go
+        gc_tuning.release()  # a pool process runs the next plan: this one's objects may go
         connection.close()
         await channels.close()
     return _figures(plan, tally, wall_s)

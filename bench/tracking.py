@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.city import road_graph
-from simulator.load import LoadPlan, Phase, merge, raise_fd_limit, run_worker
+from simulator.load import LoadPlan, Phase, merge, raise_fd_limit, run_worker, steady_rate
 
 from bench.ingest import history_count, machine
 from bench.tracking_fleet import TENANT, backlog, seed
@@ -155,7 +155,8 @@ class Bench:
             "fixes_per_message": size,
             "customer_streams": len(watched),
             "seconds": round(window, 1),
-            "acked_fixes_per_s": round(d.get("fixes_acked", 0) / window),
+            # Without the first and the last second (streams opening, the last batches).
+            "acked_fixes_per_s": round(steady_rate(d["acked_by_second"], 1, 1)),
             "processed_fixes_per_s": round(processed / window),
             "customer_positions_per_s": round(len(c["latencies"]) / window),
             "customer_latency": percentiles(c["latencies"]),
@@ -207,7 +208,11 @@ class Bench:
             "target_fixes_per_s": len(drivers),
             "customer_streams": len(watched),
             "seconds": round(window, 1),
-            "acked_fixes_per_s": round(d.get("fixes_acked", 0) / window),
+            # Once every stream is open and sending (after the ramp and the first upload
+            # interval), until the last full upload interval.
+            "acked_fixes_per_s": round(
+                steady_rate(d["acked_by_second"], round(phase.ramp_s + phase.interval_s), size + 1)
+            ),
             "processed_fixes_per_s": round(processed / window),
             "customer_positions": len(c["latencies"]),
             "customer_latency": percentiles(warm),

@@ -48,8 +48,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}, fd limit"
         f" {m['fd_limit']}. {report['setup']}.",
         "",
-        "| phase | streams (drivers / customers) | acked fixes/s | stored fixes/s in window |"
-        " all acked stored, incl. drain: fixes/s | customer p50 / p95 / p99 ms |",
+        "| phase | streams (drivers / customers) | acked fixes/s, steady | stored fixes/s in"
+        " window | all acked stored, incl. drain: fixes/s | customer p50 / p95 / p99 ms |",
         "|---|---|---|---|---|---|",
     ]
     for p in report["phases"]:
@@ -67,6 +67,11 @@ def markdown(report: dict[str, Any]) -> str:
             f" {lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']} |"
         )
     lines += [
+        "",
+        "Acked fixes/s, steady: the mean over the seconds of sending once every stream is open"
+        " and sending (flood: without the first and last second; latency: without the 5-s ramp"
+        " and the first upload interval, and the last one). The window columns divide by the"
+        " whole window, opening and closing of streams included.",
         "",
         "Peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mb"].items()),
     ]

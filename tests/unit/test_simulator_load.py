@@ -9,7 +9,7 @@ import random
 import pytest
 from simulator import report
 from simulator.gps import GpsNoise, RoutePath, offset
-from simulator.load import merge, standalone_plans
+from simulator.load import merge, standalone_plans, steady_rate
 from simulator.load_actors import Walker, road_seconds
 from simulator.metrics import OrderRecord, Recorder
 from simulator.scenario import parse
@@ -68,11 +68,19 @@ def test_standalone_load_is_shared_between_processes() -> None:
 def test_figures_of_processes_add_up() -> None:
     merged = merge(
         [
-            {"connected": 2, "fixes_acked": 10, "latencies": [0.1], "errors": 0, "wall_s": 5.0},
+            {
+                "connected": 2,
+                "fixes_acked": 10,
+                "latencies": [0.1],
+                "acked_by_second": {100: 4, 101: 6},
+                "errors": 0,
+                "wall_s": 5.0,
+            },
             {
                 "connected": 3,
                 "fixes_acked": 5,
                 "latencies": [0.2, 0.3],
+                "acked_by_second": {101: 5},
                 "errors": 1,
                 "first_error": "boom",
                 "peak_rss_kb": 900,
@@ -82,9 +90,21 @@ def test_figures_of_processes_add_up() -> None:
     )
     assert merged["connected"] == 5 and merged["fixes_acked"] == 15
     assert merged["latencies"] == [0.1, 0.2, 0.3]
+    assert merged["acked_by_second"] == {100: 4, 101: 11}
     assert merged["errors"] == 1 and merged["first_error"] == "boom"
     assert merged["peak_rss_kb"] == 900 and merged["wall_s"] == 6.0
     assert merge([])["errors"] == 0
+
+
+def test_steady_rate_leaves_out_the_ramp_and_the_tail() -> None:
+    # A ramp (seconds 0-1), a steady 100 fixes a second (2-6), a last partial second (7).
+    acked = {0: 10, 1: 50, 2: 100, 3: 100, 4: 100, 5: 100, 6: 100, 7: 30}
+    assert steady_rate(acked, 2, 1) == 100.0
+    assert steady_rate(acked, 0, 0) == 590 / 8
+    # A second with no ack in the steady window counts as a second at zero.
+    assert steady_rate({0: 100, 2: 100}, 0, 0) == 200 / 3
+    assert steady_rate(acked, 5, 5) == 0.0
+    assert steady_rate({}, 0, 0) == 0.0
 
 
 def test_report_counts_return_trips() -> None:

@@ -66,7 +66,9 @@ PATHS_PER_PROCESS = 16
 # Streams opened together during a ramp.
 RAMP_GROUP = 200
 # Figures that are not summed by :func:`merge`.
-_NOT_SUMMED = frozenset({"latencies", "first_error", "peak_rss_kb", "wall_s", "process"})
+_NOT_SUMMED = frozenset(
+    {"latencies", "first_error", "peak_rss_kb", "wall_s", "process", "acked_by_second"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +262,7 @@ def _figures(plan: LoadPlan, tally: Tally, wall_s: float) -> dict[str, Any]:
         "errors": errors,
         "first_error": tally.recorder.notes[0] if tally.recorder.notes else None,
         "latencies": tally.latencies,
+        "acked_by_second": dict(tally.acked_by_second),
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "wall_s": wall_s,
     }
@@ -270,6 +273,7 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
     error kept, the largest peak RSS and wall time."""
     merged: dict[str, Any] = {
         "latencies": [],
+        "acked_by_second": {},
         "first_error": None,
         "peak_rss_kb": 0,
         "wall_s": 0,
@@ -277,6 +281,8 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
     }
     for one in figures:
         merged["latencies"] += one.get("latencies", [])
+        for second, fixes in one.get("acked_by_second", {}).items():
+            merged["acked_by_second"][second] = merged["acked_by_second"].get(second, 0) + fixes
         merged["first_error"] = merged["first_error"] or one.get("first_error")
         merged["peak_rss_kb"] = max(merged["peak_rss_kb"], one.get("peak_rss_kb", 0))
         merged["wall_s"] = max(merged["wall_s"], one.get("wall_s", 0))
@@ -284,6 +290,20 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
             if key not in _NOT_SUMMED and isinstance(value, int | float):
                 merged[key] = merged.get(key, 0) + value
     return merged
+
+
+def steady_rate(acked_by_second: dict[int, int], skip_head_s: int, skip_tail_s: int) -> float:
+    """Fixes acked per second while the load was steady: the mean over the seconds of sending
+    (``acked_by_second``, merged :func:`merge` figures) without the first ``skip_head_s`` (the
+    ramp, the first upload interval) and the last ``skip_tail_s`` (the last partial second and
+    interval). 0.0 when nothing is left."""
+    if not acked_by_second:
+        return 0.0
+    first = min(acked_by_second) + skip_head_s
+    last = max(acked_by_second) - skip_tail_s
+    if last < first:
+        return 0.0
+    return sum(acked_by_second.get(s, 0) for s in range(first, last + 1)) / (last - first + 1)
 
 
 def _share(total: int, parts: int, index: int) -> int:
@@ -353,8 +373,10 @@ def run_load(
     total["position_latency_ms"] = {
         f"p{round(q * 100)}": _ms(percentile(latencies, q)) for q in (0.5, 0.95, 0.99)
     }
+    total.pop("acked_by_second")
     for one in figures:
         one["positions"] = len(one.pop("latencies"))
+        one.pop("acked_by_second")
     print(json.dumps({"processes": figures, "total": total}, indent=2))
     return 0
 

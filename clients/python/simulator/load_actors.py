@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +63,8 @@ class Tally:
     recorder: Recorder = field(default_factory=Recorder)
     # Seconds from a fix's capture to its position reaching a customer.
     latencies: list[float] = field(default_factory=list)
+    # Fixes acked, by the second (epoch) their batch was sent: the rate in steady state.
+    acked_by_second: Counter[int] = field(default_factory=Counter)
 
     def count(self, name: str, by: int = 1) -> None:
         """Add to a counter."""
@@ -149,7 +152,8 @@ class _Session:
     def __init__(self, stream: Connect, last_acked: int, tally: Tally) -> None:
         self._stream = stream
         self._seq = last_acked  # a known driver continues above what the platform holds
-        self._fixes: dict[int, int] = {}
+        # seq -> (fixes, the second it was sent)
+        self._fixes: dict[int, tuple[int, int]] = {}
         self._tally = tally
         self.settled = asyncio.Event()
         self.settled.set()
@@ -160,7 +164,7 @@ class _Session:
         """Number and send one event."""
         self._seq += 1
         request.seq = self._seq
-        self._fixes[self._seq] = fixes
+        self._fixes[self._seq] = (fixes, int(time.time()))
         self.settled.clear()
         self._tally.count("fixes_sent", fixes)
         await self._stream.write(request)
@@ -173,7 +177,10 @@ class _Session:
                 kind = response.WhichOneof("command")
                 if kind == "ack":
                     self._tally.count("events_acked")
-                    self._tally.count("fixes_acked", self._fixes.pop(response.ack.seq, 0))
+                    fixes, sent = self._fixes.pop(response.ack.seq, (0, 0))
+                    self._tally.count("fixes_acked", fixes)
+                    if fixes:
+                        self._tally.acked_by_second[sent] += fixes
                 elif kind == "reject":
                     self._fixes.pop(response.reject.seq, None)
                     self._tally.error("events_rejected", f"refused: {response.reject.message}")

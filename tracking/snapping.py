@@ -2,7 +2,7 @@
 
 Modes (``Settings.snap_mode``):
 
-* ``nearest``: each fix to its nearest road (~35 us a fix); the default, cheap enough for the
+* ``nearest``: each fix to its nearest road (~27 us a fix); the default, cheap enough for the
   full ingest rate.
 * ``match``: one OSRM map-matching call per driver per batch: uses the trace's continuity, so
   a fix between two parallel roads lands on the one the driver is really on; costs about a

@@ -36,39 +36,28 @@ COPY_SECONDS = Histogram(
 )
 REPLAYED = Counter(
     "lastmile_tracking_history_replays_total",
-    "Batches holding fixes stored already (replayed stream entries), written row by row.",
+    "Batches holding fixes stored already (replayed stream entries), written again without them.",
 )
 DROPPED_OLD = Counter(
     "lastmile_tracking_fixes_too_old_total", "Fixes dropped: older than the history retention."
 )
-COLUMNS = (
-    "driver_id",
-    "recorded_at",
-    "lat",
-    "lng",
-    "accuracy_m",
-    "speed_mps",
-    "heading_deg",
-    "snapped_lat",
-    "snapped_lng",
-    "received_at",
+# Each column written, with the type of the array the replay insert unnests for it.
+_COLUMN_TYPES = (
+    ("driver_id", "text"),
+    ("recorded_at", "timestamptz"),
+    ("lat", "float8"),
+    ("lng", "float8"),
+    ("accuracy_m", "float8"),
+    ("speed_mps", "float8"),
+    ("heading_deg", "float8"),
+    ("snapped_lat", "float8"),
+    ("snapped_lng", "float8"),
+    ("received_at", "timestamptz"),
 )
-# The column types, in COLUMNS order, of the arrays the replay insert unnests.
-_TYPES = (
-    "text",
-    "timestamptz",
-    "float8",
-    "float8",
-    "float8",
-    "float8",
-    "float8",
-    "float8",
-    "float8",
-    "timestamptz",
-)
+COLUMNS = tuple(name for name, _ in _COLUMN_TYPES)
 _INSERT = (
     f"INSERT INTO location_history ({', '.join(COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(_TYPES, start=1))
+    + ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_COLUMN_TYPES, start=1))
     + ") ON CONFLICT DO NOTHING"
 )
 

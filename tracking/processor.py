@@ -4,8 +4,9 @@ the fleet channel and the position observers.
 One consumer group (``tracking``) per shard stream; every tracking process is a consumer
 named after its host and pid and reads only the shards it owns (:mod:`tracking.shard_leases`:
 one owner per shard, so one driver's batches are never processed by two processes at once).
-For each read (up to ``processor_read_count`` entries across its shards) it: decodes the batches, snaps the fixes to the road (per driver), advances live
-state in one pipeline, writes history in one COPY, XACKs (only after history is
+For each read (up to ``processor_read_count`` entries across its shards) it: decodes the
+batches, snaps the fixes to the road (per driver), advances live state in one pipeline,
+writes history in one COPY, XACKs (only after history is
 written, so a crash replays the entries, and replays are no-ops), publishes one fleet update
 and calls the observers. Entries a previous owner left pending are claimed (XAUTOCLAIM) when
 a shard is taken, and those idle in dead consumers every ``processor_claim_interval_s``.

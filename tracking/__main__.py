@@ -35,7 +35,7 @@ async def build(settings: Settings) -> Sequence[Component]:
     processor.add_observer(fleet.geofence_observer())
     # Customer tracking: fan-out and ETAs per batch, Track streams on one shared subscription.
     active = ActiveOrders(settings, bus, database)
-    processor.add_observer(PositionFanout(settings, bus, active))
+    processor.add_publisher(PositionFanout(settings, bus, active))
     processor.add_observer(
         EtaEngine(settings, bus, database, roads or RoadNetwork(settings.graph_path), active)
     )

@@ -6,10 +6,15 @@ named after its host and pid and reads only the shards it owns (:mod:`tracking.s
 one owner per shard, so one driver's batches are never processed by two processes at once).
 For each read (up to ``processor_read_count`` entries across its shards) it: decodes the
 batches, snaps the fixes to the road (per driver), advances live state in one pipeline,
-writes history in one COPY, XACKs (only after history is
-written, so a crash replays the entries, and replays are no-ops), publishes one fleet update
-and calls the observers. Entries a previous owner left pending are claimed (XAUTOCLAIM) when
-a shard is taken, and those idle in dead consumers every ``processor_claim_interval_s``.
+shows the new positions (one fleet update, then the *publishers*: the customers' fan-out),
+writes history in one COPY, XACKs (only after history is written, so a crash replays the
+entries, and replays are no-ops), and calls the *observers* (geofences, ETAs, off-route).
+
+Positions are shown before the history write because that write is a round's slowest step
+and people watch the map, not the table; publishers must therefore tolerate a replayed round
+(it shows the same positions again). Observers step per-driver state and run once per round,
+after the write. Entries a previous owner left pending are claimed (XAUTOCLAIM) when a shard
+is taken, and those idle in dead consumers every ``processor_claim_interval_s``.
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ class Processor:
         self._bus = bus
         self._database = database
         self._snapper = Snapper(roads, settings.snap_mode, settings.snap_max_distance_m)
+        self._publishers: list[PositionObserver] = []
         self._observers = list(observers)
         self._consumer = consumer_name()
         self._leases = ShardLeases(
@@ -133,8 +139,14 @@ class Processor:
         self.history: History | None = None
         self.live: LiveState | None = None
 
+    def add_publisher(self, publisher: PositionObserver) -> None:
+        """Call ``publisher`` with every processed batch as soon as live state has it, before
+        the history write (before ``start``); it may see a replayed batch again."""
+        self._publishers.append(publisher)
+
     def add_observer(self, observer: PositionObserver) -> None:
-        """Call ``observer`` after every processed batch (before ``start``)."""
+        """Call ``observer`` once with every processed batch, after the history write (before
+        ``start``)."""
         self._observers.append(observer)
 
     def register(self, server: object) -> None:
@@ -248,6 +260,11 @@ class Processor:
                 latest.append(done[-1])
         with _STEPS["live_state"].time():
             states = await self.live.advance(latest)
+        updates = _updates(latest, states, per_driver)
+        if updates:
+            with _STEPS["fleet"].time():
+                await self._publish_fleet(latest, states)
+            await self._notify(self._publishers, updates)
         with _STEPS["history"].time():
             await self.history.write(all_fixes)
         with _STEPS["ack"].time():
@@ -256,10 +273,8 @@ class Processor:
         for ms in received_ms:
             DELAY.observe(max(0.0, now_ms - ms) / 1000)
         FIXES.inc(len(all_fixes))
-        if any(s is not None for s in states):
-            with _STEPS["fleet"].time():
-                await self._publish_fleet(latest, states)
-            await self._notify(latest, states, per_driver)
+        if updates:
+            await self._notify(self._observers, updates)
 
     async def _publish_fleet(
         self, latest: Sequence[Fix], states: Sequence[tracking_pb2.DriverState | None]
@@ -283,33 +298,37 @@ class Processor:
         await pipe.execute()
 
     async def _notify(
-        self, latest: Sequence[Fix], states: Sequence[Any], per_driver: dict[str, tuple[Fix, ...]]
+        self, observers: Sequence[PositionObserver], updates: Sequence[PositionUpdate]
     ) -> None:
-        if not self._observers:
-            return
-        updates = [
-            PositionUpdate(
-                driver_id=fix.driver_id,
-                at=fix.at,
-                position=fix.position,
-                snapped=fix.snapped,
-                speed_mps=fix.speed_mps,
-                heading_deg=fix.heading_deg,
-                status=int(state.status),
-                current_order_id=state.current_order_id,
-                current_stop_id=state.current_stop_id,
-                fixes=per_driver[fix.driver_id],
-                tenant_id=fix.tenant_id,
-            )
-            for fix, state in zip(latest, states, strict=True)
-            if state is not None
-        ]
-        for observer in self._observers:
+        for observer in observers:
             try:
                 with STEP_SECONDS.labels(type(observer).__name__).time():
                     await observer.on_positions(updates)
             except Exception:
                 log.exception("position observer failed", extra={"observer": repr(observer)})
+
+
+def _updates(
+    latest: Sequence[Fix], states: Sequence[Any], per_driver: dict[str, tuple[Fix, ...]]
+) -> list[PositionUpdate]:
+    """The drivers whose live position advanced (a state came back), for observers."""
+    return [
+        PositionUpdate(
+            driver_id=fix.driver_id,
+            at=fix.at,
+            position=fix.position,
+            snapped=fix.snapped,
+            speed_mps=fix.speed_mps,
+            heading_deg=fix.heading_deg,
+            status=int(state.status),
+            current_order_id=state.current_order_id,
+            current_stop_id=state.current_stop_id,
+            fixes=per_driver[fix.driver_id],
+            tenant_id=fix.tenant_id,
+        )
+        for fix, state in zip(latest, states, strict=True)
+        if state is not None
+    ]
 
 
 def _with_snap(fix: Fix, snapped: LatLng | None) -> Fix:

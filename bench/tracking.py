@@ -13,8 +13,8 @@ customers on the seeded orders' ``Track`` streams. Each phase is a load-mode ``P
 
 * ``flood1`` / ``flood5``: driver streams sending batches of 1 fix (the active-mode worst
   case) / 5 fixes (the default upload batch: 5 s of 1 s fixes) back to back (the next batch
-  once the previous one is acked); sustained fixes/s acked, processed into live state +
-  history, and delivered to watching customers;
+  once the previous one is acked), all streams opened first (``FLOOD_RAMP_S``); sustained
+  fixes/s acked, processed into live state + history, and delivered to watching customers;
 * ``latency1`` / ``latency5``: ``--rate`` drivers each capturing one fix per second and sending
   it at once / in batches of 5 every 5 s, a customer on every order; ping-to-customer latency
   = receive time - the newest fix's capture time (same clock);
@@ -62,6 +62,8 @@ GRAPH_CACHE = PROJECT_ROOT / ".lastmile" / "test-cache" / "graph"
 # The load's drivers drive the roads of a circle in the middle of the orders' area.
 DRIVE_CENTER = (35.8925, 14.4875)
 DRIVE_RADIUS_M = 1500.0
+# Flood streams open over this ramp and start flooding together at its end.
+FLOOD_RAMP_S = 3.0
 
 
 def _split(items: list[Any], parts: int) -> list[list[Any]]:
@@ -147,8 +149,9 @@ class Bench:
         """Back-to-back batches from ``--flood-drivers`` streams."""
         drivers = self.take(self.args.flood_drivers)
         watched = [token for _, token in drivers[: self.args.flood_customers]]
-        phase = Phase("flood", size, 0.0, self.args.seconds)
+        phase = Phase("flood", size, 0.0, self.args.seconds, ramp_s=FLOOD_RAMP_S)
         d, c, window, processed = self.run(drivers, watched, phase)
+        window -= phase.ramp_s  # streams opening: nothing is sent yet
         return {
             "phase": f"flood{size}",
             "driver_streams": len(drivers),

@@ -45,8 +45,9 @@ class Phase:
 
     ``rate``: each driver captures a fix a second and sends ``fixes_per_message`` of them every
     ``interval_s`` (the driver app's upload interval); ``flood``: each driver sends a batch of
-    ``fixes_per_message`` as soon as the previous one is acked; ``hold``: connected and idle.
-    Streams open spread over ``ramp_s``; everything ends ``ramp_s + seconds`` after the start.
+    ``fixes_per_message`` as soon as the previous one is acked, all drivers starting together
+    once the ramp is over; ``hold``: connected and idle. Streams open spread over ``ramp_s``;
+    everything ends ``ramp_s + seconds`` after the start.
     """
 
     mode: str = "rate"
@@ -255,6 +256,10 @@ async def _work(
     if phase.mode == "rate":
         # Phones do not upload in step: spread the first upload over the interval.
         await asyncio.sleep(driver.rng.random() * phase.interval_s)
+    elif phase.mode == "flood":
+        # Every stream connects before any floods: a gRPC aio server takes new calls one per
+        # turn of its event loop, so under a flood the last streams would wait for minutes.
+        await asyncio.sleep(max(0.0, deadline - phase.seconds - loop.time()))
     while loop.time() < deadline and not session.broken:
         began = loop.time()
         batch = driver_pb2.LocationBatch(fixes=driver.walker.fixes(size, time.time()))

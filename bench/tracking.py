@@ -48,6 +48,7 @@ from typing import Any
 from simulator.city import road_graph
 from simulator.load import LoadPlan, Phase, merge, raise_fd_limit, run_worker, steady_rate
 
+from bench.cpu_use import CpuMeter
 from bench.ingest import history_count, machine
 from bench.tracking_fleet import TENANT, backlog, seed
 from bench.tracking_report import markdown, peak_rss_mb, percentiles
@@ -86,6 +87,9 @@ class Bench:
         self.sent = 0
         self._taken = 0
         self.pool = mp.get_context("spawn").Pool(2 * args.workers)
+        # Root pids of the servers by name, for the CPU each used during a phase.
+        self.servers: dict[str, list[int]] = {}
+        self.cpu_cores: dict[str, float] = {}
 
     def take(self, count: int) -> list[tuple[str, str]]:
         """Drivers not used by an earlier sending phase, so that each phase's history and
@@ -133,10 +137,13 @@ class Bench:
         before = asyncio.run(history_count(self.settings.database_url))
         self.history_before = before
         self.acked = self.sent = 0
+        meter = CpuMeter(self.servers)
+        meter.start()
         started = time.monotonic()
         pending_c = [self.pool.apply_async(run_worker, (plan,)) for plan in customer_plans]
         pending_d = [self.pool.apply_async(run_worker, (plan,)) for plan in driver_plans]
         d = merge([p.get() for p in pending_d])
+        self.cpu_cores = meter.stop()
         self.acked = d.get("fixes_acked", 0)
         self.sent = d.get("fixes_sent", 0)
         # The drivers' streams' own time (the longest process), set-up excluded.
@@ -178,6 +185,7 @@ class Bench:
             figures = self.hold()
         else:
             raise ValueError(f"unknown phase {name!r}: flood<N>, latency<N> or hold")
+        figures["cpu_cores"] = self.cpu_cores
         figures["drain_after_s"] = self.drain()
         stored = asyncio.run(history_count(self.settings.database_url)) - self.history_before
         figures["sent_fixes"] = self.sent
@@ -314,6 +322,12 @@ def main() -> None:
         fleet = asyncio.run(seed(settings, count))
         bench = Bench(args, settings, fleet)
         bench.trackers = trackers
+        bench.servers = {
+            "tracking": [p.pid for p in processes if p.name == "tracking" and p.pid],
+            "gateway": [p.pid for p in processes if p.name == "gateway" and p.pid],
+            "redis": [redis_server.pid] if redis_server.pid else [],
+            "postgres": [postgres.pid] if postgres.pid else [],
+        }
         for phase in args.phases.split(","):
             print(f"phase {phase}...", flush=True)
             phases.append(bench.phase(phase))

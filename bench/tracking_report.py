@@ -74,8 +74,23 @@ def markdown(report: dict[str, Any]) -> str:
         " whole window, opening and closing of streams included.",
         "",
         "Peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mb"].items()),
+        *cpu_lines(report["phases"], m["nproc"]),
     ]
     return "\n".join(lines + search_lines(RESULTS / "search.json")) + "\n"
+
+
+def cpu_lines(phases: list[dict[str, Any]], cores: int) -> list[str]:
+    """Mean cores each group of processes used per phase (bench/cpu_use.py), when recorded."""
+    lines = [
+        f"- {p['phase']}: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in p["cpu_cores"].items())
+        + f" (of {cores})"
+        for p in phases
+        if p.get("cpu_cores")
+    ]
+    if not lines:
+        return []
+    return ["", "CPU, mean cores used over each phase (streams opening included):", *lines]
 
 
 def search_lines(path: Path) -> list[str]:

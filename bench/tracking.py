@@ -162,6 +162,7 @@ class Bench:
         return {
             "phase": f"flood{size}",
             "driver_streams": len(drivers),
+            "driver_streams_welcomed": d.get("connected", 0),
             "fixes_per_message": size,
             "customer_streams": len(watched),
             "seconds": round(window, 1),
@@ -216,6 +217,7 @@ class Bench:
             "phase": f"latency{size}",
             "fixes_per_message": size,
             "driver_streams": len(drivers),
+            "driver_streams_welcomed": d.get("connected", 0),
             "target_fixes_per_s": len(drivers),
             "customer_streams": len(watched),
             "seconds": round(window, 1),

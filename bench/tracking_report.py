@@ -60,8 +60,12 @@ def markdown(report: dict[str, Any]) -> str:
             )
             continue
         lat = p["customer_latency"]
+        welcomed = p.get("driver_streams_welcomed", p["driver_streams"])
+        drivers = f"{p['driver_streams']}" + (
+            f" ({welcomed} welcomed)" if welcomed < p["driver_streams"] else ""
+        )
         lines.append(
-            f"| {p['phase']} | {p['driver_streams']} / {p['customer_streams']} |"
+            f"| {p['phase']} | {drivers} / {p['customer_streams']} |"
             f" {p['acked_fixes_per_s']} | {p['processed_fixes_per_s']} |"
             f" {p.get('pipeline_fixes_per_s', '-')} (drain {p.get('drain_after_s', '-')} s) |"
             f" {lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']} |"

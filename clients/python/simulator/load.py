@@ -251,6 +251,7 @@ def _figures(plan: LoadPlan, tally: Tally, wall_s: float) -> dict[str, Any]:
             "events_rejected",
             "track_errors",
             "never_connected",
+            "not_admitted",
             "task_errors",
         )
     )

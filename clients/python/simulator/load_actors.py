@@ -207,6 +207,7 @@ async def drive(driver: LoadDriver, phase: Phase, deadline: float, tally: Tally)
     gateway = driver_service_pb2_grpc.DriverGatewayServiceStub(driver.channel)
     # No request iterator: the stream is written to (the generated types miss that form).
     stream: Connect = gateway.Connect(metadata=driver.metadata)  # type: ignore[call-arg]
+    welcomed = False
     try:
         hello = driver_pb2.Hello(device_id=driver.driver_id, app_version="sim-load")
         await stream.write(Request(seq=0, hello=hello))
@@ -215,6 +216,7 @@ async def drive(driver: LoadDriver, phase: Phase, deadline: float, tally: Tally)
         if not isinstance(welcome, Response) or welcome.WhichOneof("command") != "welcome":
             tally.error("never_connected", "a driver stream ended before its Welcome")
             return
+        welcomed = True
         tally.count("connected")
         session = _Session(stream, welcome.welcome.last_acked_seq, tally)
         reader = asyncio.create_task(session.read(deadline))
@@ -226,7 +228,12 @@ async def drive(driver: LoadDriver, phase: Phase, deadline: float, tally: Tally)
     except TimeoutError:
         tally.error("never_connected", "a driver stream got no Welcome before the deadline")
     except aio.AioRpcError as exc:
-        tally.error("stream_errors", f"driver stream failed: {_status(exc)}")
+        if welcomed:
+            tally.error("stream_errors", f"driver stream failed: {_status(exc)}")
+        else:
+            # Its handler never ran: gRPC core gives up on calls its server does not take in
+            # time (a saturated gateway takes new calls slowly, see docs/deployment.md).
+            tally.error("not_admitted", f"a driver stream ended before its Welcome: {_status(exc)}")
     finally:
         stream.cancel()  # nothing once the server has ended it
 

@@ -24,8 +24,11 @@ customers on the seeded orders' ``Track`` streams. Each phase is a load-mode ``P
 The per-driver event rate guard of the gateway is lifted for the benchmark (flood phases send
 back to back on purpose; the guard would measure itself, not the pipeline).
 
-Peak RSS (VmHWM) of every process is read from /proc. Writes bench/results/<--output>.json
-and .md (``--no-record``: prints only). Usage::
+Every phase also reports how many driver streams got their Welcome (a saturated gateway admits
+new streams slowly, and gRPC core gives up on some) and the mean cores each group of processes
+used (:mod:`bench.cpu_use`: the servers, the load generator, the whole box). Peak RSS (VmHWM)
+of every process is read from /proc. Writes bench/results/<--output>.json and .md
+(``--no-record``: prints only). Usage::
 
     .venv/bin/python -m bench.tracking --seconds 20 --rate 5000 --hold 20000
     .venv/bin/python -m bench.tracking --seconds 5 --flood-drivers 100 --flood-customers 100 \

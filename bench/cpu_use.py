@@ -31,28 +31,32 @@ def _stat_fields(pid: int) -> list[str] | None:
     return text.rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (0 once it is gone)."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return 0.0
+def _cpu(fields: list[str]) -> float:
     # After the name: state, ppid, ... utime and stime are the 12th and 13th.
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
-def _parents() -> dict[int, int]:
-    found: dict[int, int] = {}
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 once it is gone)."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else _cpu(fields)
+
+
+def _processes() -> dict[int, tuple[int, float]]:
+    """Every process now: its parent and its CPU seconds so far, one read of its stat each."""
+    found: dict[int, tuple[int, float]] = {}
     for entry in PROC.iterdir():
         if entry.name.isdigit():
             fields = _stat_fields(int(entry.name))
             if fields is not None:
-                found[int(entry.name)] = int(fields[1])
+                found[int(entry.name)] = (int(fields[1]), _cpu(fields))
     return found
 
 
 def tree(root: int, parents: Mapping[int, int] | None = None) -> set[int]:
     """``root`` and every process descending from it."""
-    parents = _parents() if parents is None else parents
+    if parents is None:
+        parents = {pid: parent for pid, (parent, _) in _processes().items()}
     members = {root}
     grew = True
     while grew:
@@ -81,7 +85,7 @@ class CpuMeter:
 
     def start(self) -> None:
         """Note every known process's CPU time now."""
-        self._before = {pid: cpu_seconds(pid) for pid in _parents()}
+        self._before = {pid: cpu for pid, (_, cpu) in _processes().items()}
         self._box = busy_cores_seconds()
         self._started = time.monotonic()
 
@@ -89,7 +93,8 @@ class CpuMeter:
         """Mean cores of each group, of the load generator and of the whole box ("box_busy")
         since :meth:`start`."""
         wall = max(1e-9, time.monotonic() - self._started)
-        parents = _parents()
+        now = _processes()
+        parents = {pid: parent for pid, (parent, _) in now.items()}
         used: dict[str, set[int]] = {
             name: set().union(*(tree(root, parents) for root in roots))
             for name, roots in self.groups.items()
@@ -98,7 +103,8 @@ class CpuMeter:
         used[LOAD_GENERATOR] = tree(os.getpid(), parents) - servers - {os.getpid()}
         cores = {
             name: round(
-                sum(cpu_seconds(pid) - self._before.get(pid, 0.0) for pid in pids) / wall, 2
+                sum(now[pid][1] - self._before.get(pid, 0.0) for pid in pids if pid in now) / wall,
+                2,
             )
             for name, pids in used.items()
         }

@@ -63,7 +63,6 @@ class Settings:
     graph_dir: Path = _doc(
         "Where the OSRM graph is built and read.", PROJECT_ROOT / ".lastmile" / "graph"
     )
-    osrm_algorithm: str = _doc("OSRM algorithm: MLD or CH.", "MLD")
 
     # --- auth ----------------------------------------------------------------------------
     token_secret: str = _doc(

@@ -3,8 +3,11 @@
 Every shape starts with one Lua script in Redis (:data:`_NEAREST`): a GEOSEARCH around a centre,
 nearest first, whose rows are kept only when the driver's live-state hash has a wanted status
 and the caller's tenant (a dispatcher finds only drivers of its own tenant, as if the others
-were not there). One round trip returns only the matching rows; asking for more doubles the
-count (growing batches), so a search near many drivers reads only as many as it needs.
+were not there). One round trip returns only the matching rows, each with the live state the
+answer shows (read in the same atomic step as the filter, so a driver is never shown in a status
+the search did not ask for, and no second round trip fetches the states); asking for more
+doubles the count (growing batches), so a search near many drivers reads only as many as it
+needs.
 
 * circle: ``BYRADIUS``; the script starts with a small radius and doubles it up to the circle's
   while fewer rows than asked lie inside (GEOSEARCH costs what the searched area holds: a
@@ -54,10 +57,28 @@ _MIN_BATCH = 32
 # hold a page of drivers.
 _FIRST_RADIUS_M = 250.0
 
+# The live-state fields a search reads, in the order the script returns them. The script tests
+# the first four (status, tenant, raw position), so they stay first.
+_STATE_FIELDS = (
+    keys.FIELD_STATUS,
+    keys.FIELD_TENANT,
+    keys.FIELD_LAT,
+    keys.FIELD_LNG,
+    keys.FIELD_NAME,
+    keys.FIELD_HEADING,
+    keys.FIELD_SPEED,
+    keys.FIELD_POSITION_AT,
+    keys.FIELD_CURRENT_ORDER_ID,
+    keys.FIELD_CURRENT_STOP_ID,
+    keys.FIELD_SNAPPED_LAT,
+    keys.FIELD_SNAPPED_LNG,
+)
+
 # KEYS[1] geo set. ARGV: lng, lat, radius m ('' for a box), box width m, box height m, rows
-# wanted, first radius m, tenant, driver hash key prefix, wanted statuses as ',1,2,'.
-# Returns {1 when the area holds nothing more, {{member, dist, lat, lng}, ...}}: at most
-# ``wanted`` rows. The position is the hash's (the same latest raw fix as the GEO set's).
+# wanted, first radius m, tenant, driver hash key prefix, wanted statuses as ',1,2,', then the
+# hash fields to return (:data:`_STATE_FIELDS`). Returns {1 when the area holds nothing more,
+# {{member, dist, value of each field...}, ...}}: at most ``wanted`` rows. The position is the
+# hash's (the same latest raw fix as the GEO set's).
 _NEAREST = Script(
     """
 local function around(radius, count)
@@ -68,6 +89,7 @@ local function around(radius, count)
   return redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYBOX', ARGV[4],
     ARGV[5], 'm', 'ASC', 'COUNT', count, 'WITHDIST')
 end
+local fields = {unpack(ARGV, 11)}
 local want = tonumber(ARGV[6])
 local full = tonumber(ARGV[3] ~= '' and ARGV[3] or '0')
 local radius = math.min(full, tonumber(ARGV[7]))
@@ -82,11 +104,11 @@ while true do
     for _, row in ipairs(rows) do
       if not checked[row[1]] then
         checked[row[1]] = true
-        local state = redis.call('HMGET', ARGV[9] .. row[1], 'status', 'tenant', 'lat', 'lng')
+        local state = redis.call('HMGET', ARGV[9] .. row[1], unpack(fields))
         local status = state[1] or '0'
         if (state[2] or '') == ARGV[8] and state[3] and
             string.find(ARGV[10], ',' .. status .. ',', 1, true) then
-          out[#out + 1] = {row[1], row[2], state[3], state[4]}
+          out[#out + 1] = {row[1], row[2], unpack(state)}
           if #out == want then return {0, out} end
         end
       end
@@ -126,11 +148,26 @@ class Wanted:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A driver found by GEOSEARCH whose status matches (its full state is read at the end)."""
+    """A driver found by GEOSEARCH whose status matches, with its live-state hash values
+    (:data:`_STATE_FIELDS` order, None when unset; decoded only for the drivers answered)."""
 
     driver_id: str
     distance_m: float
     position: LatLng
+    values: tuple[bytes | None, ...]
+
+    def match(self, drive_time_s: float = 0.0) -> fleet_service_pb2.DriverMatch:
+        """The answer's row for this driver."""
+        fields = {
+            name: value
+            for name, value in zip(_STATE_FIELDS, self.values, strict=True)
+            if value is not None
+        }
+        return fleet_service_pb2.DriverMatch(
+            driver=decode_state(self.driver_id, fields),
+            distance_m=self.distance_m,
+            drive_time_s=drive_time_s,
+        )
 
 
 def parse_area(request: fleet_service_pb2.SearchDriversRequest, settings: Settings) -> Area:
@@ -232,17 +269,12 @@ class DriverSearch:
     async def _straight(
         self, area: Area, wanted: Wanted, limit: int
     ) -> list[fleet_service_pb2.DriverMatch]:
-        found: list[fleet_service_pb2.DriverMatch] = []
+        found: list[Candidate] = []
         async for batch in self._batches(area, wanted, limit * _FIRST_BATCH_FACTOR):
-            found += [
-                fleet_service_pb2.DriverMatch(
-                    driver=tracking_pb2.DriverState(driver_id=c.driver_id), distance_m=c.distance_m
-                )
-                for c in batch
-            ]
+            found += batch
             if len(found) >= limit:
                 break
-        return await self._fill_states(found[:limit])
+        return [candidate.match() for candidate in found[:limit]]
 
     async def _isochrone(
         self, area: Area, wanted: Wanted, limit: int
@@ -250,7 +282,7 @@ class DriverSearch:
         drive_limit = area.max_drive_s or 0.0
         cap = self._settings.isochrone_max_candidates
         chunk = self._settings.isochrone_table_chunk
-        found: list[fleet_service_pb2.DriverMatch] = []
+        found: list[tuple[float, Candidate]] = []
         examined = 0
         # One GEOSEARCH for all the candidates the cap allows: in a large radius each call
         # scans every driver in it, so growing batches would pay that again and again.
@@ -263,22 +295,16 @@ class DriverSearch:
                 part = batch[start : start + chunk]
                 for candidate, seconds in zip(part, times[start : start + chunk], strict=True):
                     if seconds is not None and seconds <= drive_limit:
-                        found.append(
-                            fleet_service_pb2.DriverMatch(
-                                driver=tracking_pb2.DriverState(driver_id=candidate.driver_id),
-                                distance_m=candidate.distance_m,
-                                drive_time_s=seconds,
-                            )
-                        )
+                        found.append((seconds, candidate))
                 examined += len(part)
-                found.sort(key=lambda m: m.drive_time_s)
+                found.sort(key=lambda timed: timed[0])
                 # Nobody farther than the last examined candidate can be faster than this.
                 floor_s = part[-1].distance_m / self._settings.isochrone_max_speed_mps
-                if len(found) >= limit and found[limit - 1].drive_time_s <= floor_s:
-                    return await self._fill_states(found[:limit])
+                if len(found) >= limit and found[limit - 1][0] <= floor_s:
+                    return _timed_matches(found[:limit])
             if examined >= cap:
                 break
-        return await self._fill_states(found[:limit])
+        return _timed_matches(found[:limit])
 
     async def _batches(
         self, area: Area, wanted: Wanted, first: int
@@ -289,11 +315,12 @@ class DriverSearch:
         while True:
             rows, exhausted = await self._nearest(area, wanted, count)
             batch = [
-                Candidate(member, dist, point)
-                for member, dist, point in rows
-                if member not in seen and (area.contains is None or area.contains(point))
+                candidate
+                for candidate in rows
+                if candidate.driver_id not in seen
+                and (area.contains is None or area.contains(candidate.position))
             ]
-            seen.update(member for member, _, _ in rows)
+            seen.update(candidate.driver_id for candidate in rows)
             if batch:
                 yield batch
             if exhausted:
@@ -302,7 +329,7 @@ class DriverSearch:
 
     async def _nearest(
         self, area: Area, wanted: Wanted, count: int
-    ) -> tuple[list[tuple[str, float, LatLng]], bool]:
+    ) -> tuple[list[Candidate], bool]:
         """Up to ``count`` wanted drivers around the centre, nearest first, and whether the
         area holds no more (see :data:`_NEAREST`)."""
         if area.radius_m is not None:
@@ -322,26 +349,26 @@ class DriverSearch:
                 wanted.tenant_id,
                 keys.driver_key(""),
                 wanted.status_list(),
+                *_STATE_FIELDS,
             ],
         )
         exhausted, rows = reply
-        return [
-            (_text(member), float(dist), LatLng(float(lat), float(lng)))
-            for member, dist, lat, lng in rows
-        ], bool(int(exhausted))
+        return [_candidate(row) for row in rows], bool(int(exhausted))
 
-    async def _fill_states(
-        self, matches: list[fleet_service_pb2.DriverMatch]
-    ) -> list[fleet_service_pb2.DriverMatch]:
-        """Read the full live state of the final matches in one round trip."""
-        if not matches:
-            return matches
-        pipe = self._redis.pipeline(transaction=False)
-        for match in matches:
-            pipe.hgetall(keys.driver_key(match.driver.driver_id))
-        for match, raw in zip(matches, await pipe.execute(), strict=True):
-            match.driver.CopyFrom(decode_state(match.driver.driver_id, raw))
-        return matches
+
+def _candidate(row: list[Any]) -> Candidate:
+    """A script row: member, distance, then the :data:`_STATE_FIELDS` values."""
+    member, dist, *values = row
+    if len(values) != len(_STATE_FIELDS):
+        raise ValueError(f"search script returned {len(values)} values for {len(_STATE_FIELDS)}")
+    # Fields 3 and 4 are the raw position (the script keeps only rows that have one).
+    return Candidate(
+        _text(member), float(dist), LatLng(float(values[2]), float(values[3])), tuple(values)
+    )
+
+
+def _timed_matches(found: list[tuple[float, Candidate]]) -> list[fleet_service_pb2.DriverMatch]:
+    return [candidate.match(seconds) for seconds, candidate in found]
 
 
 def _text(value: bytes | str) -> str:

@@ -131,8 +131,20 @@ async def test_circle_nearest_first_without_offline(
     assert _mine(found) == ["valletta", "floriana"]  # senglea is offline
     distances = [m.distance_m for m in found]
     assert distances == sorted(distances)
+    _assert_state(found, "valletta", IDLE)
     offline = await _search(fleet, auth, circle=circle, statuses=[OFFLINE])
     assert _mine(offline) == ["senglea"]
+    _assert_state(offline, "senglea", OFFLINE)
+
+
+def _assert_state(found: list[fleet_service_pb2.DriverMatch], place: str, status: int) -> None:
+    """The match carries the driver's live state as stored (read with the status filter)."""
+    driver = next(m.driver for m in found if m.driver.driver_id == _id(place))
+    assert driver.name == place.title()
+    assert driver.status == status
+    assert driver.heading_deg == 90.0 and driver.speed_mps == 0.0
+    assert (driver.position.lat, driver.position.lng) == (PLACES[place].lat, PLACES[place].lng)
+    assert driver.position_at.seconds > 0
 
 
 async def test_a_large_circle_still_finds_the_exact_nearest_page(
@@ -188,6 +200,7 @@ async def test_isochrone_orders_by_drive_time_and_skips_across_the_harbour(
     assert _mine(found) == ["floriana", "valletta", "marsa"]
     times = [m.drive_time_s for m in found]
     assert times == sorted(times) and all(0 < t <= 360 for t in times)
+    _assert_state(found, "marsa", IDLE)
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
-"""Drive times from many points to one, computed off the event loop on several cores.
+"""Road work over many points (drive times to one point, snapping each point), computed off
+the event loop on several cores.
 
 An OSRM call holds the GIL while it computes (core.roads): an isochrone search's 256 x 1 table
-(~12 ms on Malta) would stall everything else the serving process does (ingest rounds,
-customers' streams) and use one core. :class:`RoadPool` splits the sources over
-``road_workers`` worker processes, each with its own :class:`~core.roads.RoadNetwork` on the
-same memory-mapped graph files (the pages are shared), and runs the parts at once. With
-``road_workers = 0`` the same computation runs inline.
+(~12 ms on Malta) or a stored path's thousands of snaps would stall everything else the serving
+process does (ingest rounds, customers' streams) and use one core. :class:`RoadPool` splits the
+points over ``road_workers`` worker processes, each with its own
+:class:`~core.roads.RoadNetwork` on the same memory-mapped graph files (the pages are shared),
+and runs the parts at once. With ``road_workers = 0`` the same computation runs inline.
 
 Each worker answers requests on its own pipe, read by the event loop directly: no executor
 threads between the loop and the workers (``concurrent.futures``' hand-offs between threads
@@ -24,7 +25,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -60,8 +61,32 @@ def durations_to(
         return times
 
 
+def snap_each(
+    roads: RoadNetwork, points: Sequence[LatLng], max_distance_m: float
+) -> list[LatLng | None]:
+    """Each point on its nearest road, None where no road lies within ``max_distance_m``."""
+    return [roads.snap(point, max_distance_m) for point in points]
+
+
+def _durations_part(
+    roads: RoadNetwork, points: list[LatLng], destination: tuple[float, float]
+) -> Any:
+    return durations_to(roads, points, LatLng(*destination))
+
+
+def _snap_part(roads: RoadNetwork, points: list[LatLng], max_distance_m: float) -> Any:
+    return [None if p is None else (p.lat, p.lng) for p in snap_each(roads, points, max_distance_m)]
+
+
+# What a worker can be asked: (name, points as (lat, lng) pairs, one extra argument), the
+# argument and the answer in plain values (a pipe pickles them faster than dataclasses). A
+# part whose worker died is computed inline by the same function.
+_Operation = Callable[[RoadNetwork, list[LatLng], Any], Any]
+_OPERATIONS: dict[str, _Operation] = {"durations_to": _durations_part, "snap_each": _snap_part}
+
+
 def _serve(conn: Connection, graph: str, max_snap_m: float | None, parent: int) -> None:
-    """A worker's life: open the graph, then answer (sources, destination) until EOF."""
+    """A worker's life: open the graph, then answer (operation, points, argument) until EOF."""
     # Not Linux: no parent-death signal; the pool's stop still ends the workers (EOF).
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -71,11 +96,11 @@ def _serve(conn: Connection, graph: str, max_snap_m: float | None, parent: int) 
     conn.send(_READY)
     while True:
         try:
-            sources, destination = conn.recv()
+            name, pairs, argument = conn.recv()
         except (EOFError, OSError):
             return
-        points = [LatLng(lat, lng) for lat, lng in sources]
-        conn.send(durations_to(roads, points, LatLng(*destination)))
+        points = [LatLng(lat, lng) for lat, lng in pairs]
+        conn.send(_OPERATIONS[name](roads, points, argument))
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -131,27 +156,40 @@ class RoadPool:
         """:func:`durations_to`, the sources split evenly over the workers."""
         if not self._workers or len(sources) < 2:
             return durations_to(self._roads, sources, destination)
-        size = -(-len(sources) // len(self._workers))
-        parts = [sources[start : start + size] for start in range(0, len(sources), size)]
-        # Shielded: a cancelled search must still read its workers' answers before they take
+        destination_pair = (destination.lat, destination.lng)
+        return await self._split("durations_to", sources, destination_pair)
+
+    async def snap_each(
+        self, points: Sequence[LatLng], max_distance_m: float
+    ) -> list[LatLng | None]:
+        """:func:`snap_each`, the points split evenly over the workers."""
+        if not self._workers or len(points) < 2:
+            return snap_each(self._roads, points, max_distance_m)
+        pairs = await self._split("snap_each", points, max_distance_m)
+        return [None if pair is None else LatLng(*pair) for pair in pairs]
+
+    async def _split(self, name: str, points: Sequence[LatLng], argument: Any) -> list[Any]:
+        """One operation over ``points``, a part per worker, answers joined in order."""
+        size = -(-len(points) // len(self._workers))
+        parts = [points[start : start + size] for start in range(0, len(points), size)]
+        # Shielded: a cancelled caller must still read its workers' answers before they take
         # the next request.
         answers = await asyncio.gather(
-            *(asyncio.shield(self._part(part, destination)) for part in parts)
+            *(asyncio.shield(self._part(name, part, argument)) for part in parts)
         )
-        return [seconds for answer in answers for seconds in answer]
+        return [value for answer in answers for value in answer]
 
-    async def _part(self, sources: Sequence[LatLng], destination: LatLng) -> list[float | None]:
+    async def _part(self, name: str, points: Sequence[LatLng], argument: Any) -> list[Any]:
         worker = await self._idle.get()
         try:
-            worker.conn.send(
-                ([(p.lat, p.lng) for p in sources], (destination.lat, destination.lng))
-            )
-            answer: list[float | None] = await self._answer(worker)
+            worker.conn.send((name, [(p.lat, p.lng) for p in points], argument))
+            answer: list[Any] = await self._answer(worker)
         except (EOFError, OSError):
             # The worker died (killed, out of memory): a fresh one takes its place.
             log.warning("road worker died; starting another", extra={"pid": worker.process.pid})
             await self._replace(worker)
-            return durations_to(self._roads, sources, destination)
+            inline: list[Any] = _OPERATIONS[name](self._roads, list(points), argument)
+            return inline
         self._idle.put_nowait(worker)
         return answer
 

@@ -228,6 +228,15 @@ class RoadNetwork:
         # object (converting the whole answer cost a fifth of the call).
         return self._call(self._engine.Nearest, params, _first_snap)
 
+    def snap(self, point: LatLng, max_distance_m: float) -> LatLng | None:
+        """The nearest road position, or None when no road lies within ``max_distance_m`` (a
+        car park, a wrong fix: better left where it is than pulled onto some far road)."""
+        try:
+            found = self.nearest(point)
+        except (NoRoute, RuntimeError):
+            return None
+        return found.location if found.distance_m <= max_distance_m else None
+
     def match(
         self,
         points: Sequence[LatLng],

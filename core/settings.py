@@ -159,7 +159,11 @@ class Settings:
         " process's shards move to the others after this long (tracking.shard_leases).",
         10.0,
     )
-    snap_mode: str = _doc("Road snapping: nearest (per fix), match (per batch) or off.", "nearest")
+    snap_mode: str = _doc(
+        "Road snapping: nearest (the latest fix of each driver and round), match (every fix, one"
+        " call per batch) or off.",
+        "nearest",
+    )
     snap_max_distance_m: float = _doc("Fixes farther from a road than this stay unsnapped.", 50.0)
     retention_interval_s: float = _doc("How often old history partitions are dropped.", 3600.0)
     history_partitions_ahead: int = _doc("Days of history partitions created in advance.", 2)

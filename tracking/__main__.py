@@ -52,7 +52,7 @@ async def build(settings: Settings) -> Sequence[Component]:
         fleet,
         OrderFollower(settings, bus, database, active),
         hub,
-        *components(FleetStateHandlers(settings, bus, database), fleet, customer),
+        *components(FleetStateHandlers(settings, bus, database, fleet.road_pool), fleet, customer),
     ]
 
 

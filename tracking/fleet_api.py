@@ -56,6 +56,11 @@ class FleetHandlers:
         """Stop the road workers."""
         self._pool.stop()
 
+    @property
+    def road_pool(self) -> RoadPool:
+        """The road workers (started with this component), shared with the path reader."""
+        return self._pool
+
     def geofence_observer(self) -> GeofenceObserver:
         """A processor observer raising geofence events (add it before the processor starts)."""
         return GeofenceObserver(self.store, self._bus, self._settings)

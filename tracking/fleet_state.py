@@ -5,21 +5,25 @@ Both need a dispatcher or service token and answer only about drivers of the cal
 the tenant in the driver's live state (from its token), or for a driver without live state its
 tenant in the driver registry. Another tenant's driver gets the same NOT_FOUND as an unknown
 one. A path covers at most 24 hours per call and returns the stored fixes oldest first, with
-their road-snapped position when asked for.
+their road-snapped position when asked for: ingest snaps only the fix it shows (the latest of
+each driver in a round, tracking.snapping), so the others are snapped here, on the road workers,
+with the same rule (no road within ``snap_max_distance_m``: no snapped position).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from lastmile.tracking.v1 import fleet_service_pb2
+from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 
 from core.auth import Role, require
 from core.bus import Bus
 from core.db import Database
 from core.errors import InvalidArgument, NotFound
+from core.geo import LatLng
 from core.inputs import client_datetime
+from core.road_pool import RoadPool
 from core.settings import Settings
 from tracking.history import History
 from tracking.live_state import LiveState
@@ -52,14 +56,19 @@ async def get_driver_state(
     return fleet_service_pb2.GetDriverStateResponse(driver=state)
 
 
+Snap = Callable[[Sequence[LatLng]], Awaitable[list[LatLng | None]]]
+
+
 async def get_driver_path(
     history: History,
     settings: Settings,
     request: fleet_service_pb2.GetDriverPathRequest,
     member: Callable[[str], Awaitable[bool]],
+    snap: Snap,
 ) -> fleet_service_pb2.GetDriverPathResponse:
     """Stored fixes in [start, end) (at most 24 h), oldest first; ``member`` says whether a
-    driver is the caller's tenant's (NOT_FOUND otherwise)."""
+    driver is the caller's tenant's (NOT_FOUND otherwise); ``snap`` puts the fixes stored
+    without a snapped position on the road when the request asks for snapped positions."""
     require(Role.DISPATCHER, Role.SERVICE)
     if not request.driver_id:
         raise InvalidArgument("driver_id is required")
@@ -85,16 +94,31 @@ async def get_driver_path(
         fix.heading_deg = row["heading_deg"]
         if request.snapped and row["snapped_lat"] is not None:
             point.snapped.lat, point.snapped.lng = row["snapped_lat"], row["snapped_lng"]
+    if request.snapped:
+        await _snap_the_rest(response.points, snap)
     return response
 
 
-class FleetStateHandlers:
-    """The two RPCs bound to the process's Redis and PostgreSQL (used after they started)."""
+async def _snap_the_rest(points: Sequence[tracking_pb2.PathPoint], snap: Snap) -> None:
+    """Snapped positions for the points stored without one."""
+    raw = [p for p in points if not p.HasField("snapped")]
+    if not raw:
+        return
+    found = await snap([LatLng(p.fix.position.lat, p.fix.position.lng) for p in raw])
+    for point, snapped in zip(raw, found, strict=True):
+        if snapped is not None:
+            point.snapped.lat, point.snapped.lng = snapped.lat, snapped.lng
 
-    def __init__(self, settings: Settings, bus: Bus, database: Database) -> None:
+
+class FleetStateHandlers:
+    """The two RPCs bound to the process's Redis, PostgreSQL and road workers (used after they
+    started)."""
+
+    def __init__(self, settings: Settings, bus: Bus, database: Database, roads: RoadPool) -> None:
         self._settings = settings
         self._bus = bus
         self._database = database
+        self._roads = roads
 
     async def get_driver_state(
         self, request: fleet_service_pb2.GetDriverStateRequest
@@ -113,4 +137,7 @@ class FleetStateHandlers:
         async def member(driver_id: str) -> bool:
             return await in_tenant(live, self._database, driver_id, tenant_id)
 
-        return await get_driver_path(history, self._settings, request, member)
+        async def snap(points: Sequence[LatLng]) -> list[LatLng | None]:
+            return await self._roads.snap_each(points, self._settings.snap_max_distance_m)
+
+        return await get_driver_path(history, self._settings, request, member, snap)

@@ -168,6 +168,10 @@ def test_driver_drives_a_route_every_acked_fix_stored_once_live_and_snapped(
     rows = _wait_history(ingest, driver_id, len(fixes))
     assert len(rows) == len(fixes)
     assert len({r["recorded_at"] for r in rows}) == len(fixes)
+    # Ingest snaps the fix it shows (a round's latest per driver); the path reader the rest.
+    stored_snapped = [r for r in rows if r["snapped_lat"] is not None]
+    assert 1 <= len(stored_snapped) <= len(chunks(fixes, 10))
+    assert rows[-1]["snapped_lat"] is not None
 
     channel, fleet, md = _fleet(ingest)
     with channel:

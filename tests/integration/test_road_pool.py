@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.geo import LatLng
-from core.road_pool import RoadPool, durations_to
+from core.road_pool import RoadPool, durations_to, snap_each
 from core.roads import RoadNetwork
 from tests.helpers import wait_until
 
@@ -41,6 +41,22 @@ async def test_workers_answer_as_the_inline_computation(
         assert all(t is not None and t > 0 for i, t in enumerate(inline) if i != 20)
         assert await pool.durations_to(with_sea, CENTER) == inline
         assert await pool.durations_to(sources[:1], CENTER) == inline[:1]
+    finally:
+        pool.stop()
+
+
+async def test_workers_snap_as_the_inline_computation(roads: RoadNetwork) -> None:
+    pool = RoadPool(roads, 2)
+    await pool.start()
+    try:
+        points = [*GRID[:20], OPEN_SEA, *GRID[20:]]
+        loose = snap_each(roads, points, 900.0)
+        assert loose[20] is None  # no road within reach of the open sea
+        assert loose[:20] + loose[21:] == [roads.nearest(p).location for p in GRID]
+        strict = snap_each(roads, points, 10.0)
+        assert strict.count(None) > loose.count(None)  # some raw points are off the road
+        assert await pool.snap_each(points, 900.0) == loose
+        assert await pool.snap_each(points, 10.0) == strict
     finally:
         pool.stop()
 

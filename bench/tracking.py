@@ -24,6 +24,14 @@ customers on the seeded orders' ``Track`` streams. Each phase is a load-mode ``P
 The per-driver event rate guard of the gateway is lifted for the benchmark (flood phases send
 back to back on purpose; the guard would measure itself, not the pipeline).
 
+The driver-side load processes run at a lower CPU priority (``--sender-nice``, 10): in
+production the phones bring their own CPUs, here the senders share two cores with the servers,
+and at equal priority the scheduler gives them an equal share whenever the box is full, so the
+latency phase measured how long the servers waited for the generator's time slices. Niced, the
+servers are served first and the senders use what is left; the acked rate shows whether they
+still keep the asked rate. The customer side stays at normal priority: it stamps receive times,
+and a starved receiver would add its own wait to the latency it measures.
+
 Every phase also reports how many driver streams got their Welcome (a saturated gateway admits
 new streams slowly, and gRPC core gives up on some) and the mean cores each group of processes
 used (:mod:`bench.cpu_use`: the servers, the load generator, the whole box). Peak RSS (VmHWM)
@@ -42,6 +50,7 @@ import asyncio
 import dataclasses
 import json
 import multiprocessing as mp
+import os
 import shutil
 import tempfile
 import time
@@ -89,10 +98,18 @@ class Bench:
         self.acked = 0
         self.sent = 0
         self._taken = 0
-        self.pool = mp.get_context("spawn").Pool(2 * args.workers)
+        context = mp.get_context("spawn")
+        # Once per pool process (a nice value cannot be lowered again without privileges).
+        self.senders = context.Pool(args.workers, initializer=os.nice, initargs=(args.sender_nice,))
+        self.watchers = context.Pool(args.workers)
         # Root pids of the servers by name, for the CPU each used during a phase.
         self.servers: dict[str, list[int]] = {}
         self.cpu_cores: dict[str, float] = {}
+
+    def close(self) -> None:
+        """End the load processes."""
+        self.senders.terminate()
+        self.watchers.terminate()
 
     def take(self, count: int) -> list[tuple[str, str]]:
         """Drivers not used by an earlier sending phase, so that each phase's history and
@@ -143,8 +160,8 @@ class Bench:
         meter = CpuMeter(self.servers)
         meter.start()
         started = time.monotonic()
-        pending_c = [self.pool.apply_async(run_worker, (plan,)) for plan in customer_plans]
-        pending_d = [self.pool.apply_async(run_worker, (plan,)) for plan in driver_plans]
+        pending_c = [self.watchers.apply_async(run_worker, (plan,)) for plan in customer_plans]
+        pending_d = [self.senders.apply_async(run_worker, (plan,)) for plan in driver_plans]
         d = merge([p.get() for p in pending_d])
         self.cpu_cores = meter.stop()
         self.acked = d.get("fixes_acked", 0)
@@ -280,6 +297,9 @@ def main() -> None:
     parser.add_argument("--gateways", type=int, default=1)
     parser.add_argument("--trackers", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="load processes per side")
+    parser.add_argument(
+        "--sender-nice", type=int, default=10, help="nice value of the driver-side load processes"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="per flood/latency phase")
     parser.add_argument("--flood-drivers", type=int, default=1000)
     parser.add_argument("--flood-customers", type=int, default=1000)
@@ -350,7 +370,7 @@ def main() -> None:
             shutil.copy(base / "logs" / f"{name}.log", kept / f"tracking-bench-{name}.log")
     finally:
         if bench is not None:
-            bench.pool.terminate()
+            bench.close()
         for process in reversed(processes):
             process.stop(grace=10.0)
         redis_server.stop()
@@ -361,8 +381,8 @@ def main() -> None:
         "machine": {**machine(), "fd_limit": fd_limit},
         "setup": (
             f"{args.gateways} gateway + {args.trackers} tracking processes, PostgreSQL, Redis and"
-            f" {args.workers}+{args.workers} load-generator processes (simulator load mode) on"
-            " one box, loopback"
+            f" {args.workers}+{args.workers} load-generator processes (simulator load mode; the"
+            f" driver side at nice {args.sender_nice}) on one box, loopback"
         ),
         "phases": phases,
         "peak_rss_mb": memory,

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from simulator.load import Phase, run_plan, standalone_plans
 from simulator.run import PlannedOrder, Simulation, plan_orders, rng_for
 from simulator.scenario import Scenario, load
 
+from bench.cpu_use import tree
 from bench.tracking import Bench
 from bench.tracking_fleet import seed
 from core.geo import LatLng, haversine_m
@@ -222,6 +224,7 @@ def test_simulate_load_command_through_the_edge(
 def test_tracking_bench_phases_run_on_load_mode(platform: Platform) -> None:
     args = argparse.Namespace(
         workers=1,
+        sender_nice=7,
         seconds=3.0,
         rate=3,
         flood_drivers=2,
@@ -237,8 +240,10 @@ def test_tracking_bench_phases_run_on_load_mode(platform: Platform) -> None:
     try:
         latency = bench.phase("latency1")
         hold = bench.phase("hold")
+        # The driver side runs niced, the customer side (stamping receive times) does not.
+        nice = [os.getpriority(os.PRIO_PROCESS, pid) for pid in tree(os.getpid())]
     finally:
-        bench.pool.terminate()
+        bench.close()
 
     assert latency["errors"] == 0, latency
     assert latency["driver_streams"] == latency["customer_streams"] == 3
@@ -252,3 +257,4 @@ def test_tracking_bench_phases_run_on_load_mode(platform: Platform) -> None:
     assert hold["errors"] == 0, hold
     assert hold["driver_streams_held"] == hold["customer_streams_held"] == 3
     assert hold["customer_snapshots"] == 3
+    assert nice.count(7) == 1, nice  # the one sender process; the one watcher is not niced

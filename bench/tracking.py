@@ -17,7 +17,10 @@ customers on the seeded orders' ``Track`` streams. Each phase is a load-mode ``P
   fixes/s acked, processed into live state + history, and delivered to watching customers;
 * ``latency1`` / ``latency5``: ``--rate`` drivers each capturing one fix per second and sending
   it at once / in batches of 5 every 5 s, a customer on every order; ping-to-customer latency
-  = receive time - the newest fix's capture time (same clock);
+  = receive time - the newest fix's capture time (same clock). The first ``--warmup`` seconds
+  after the ramp are reported apart (``customer_latency_warmup``): 10,000 streams opening
+  within seconds and every driver's first ETA are a start-up burst that the steady rate does
+  not have; ``latency_timeline`` gives p50/p99 per 5 s over the whole phase;
 * ``hold``: ``--hold`` idle driver streams and as many Track streams opened over a ramp and
   held; how many were held at the end.
 
@@ -63,7 +66,7 @@ from simulator.load import LoadPlan, Phase, merge, raise_fd_limit, run_worker, s
 from bench.cpu_use import CpuMeter
 from bench.ingest import history_count, machine
 from bench.tracking_fleet import TENANT, backlog, seed
-from bench.tracking_report import markdown, peak_rss_mb, percentiles
+from bench.tracking_report import markdown, peak_rss_mb, percentiles, timeline
 from core.settings import PROJECT_ROOT, Settings
 from ops.graph import build_graph
 from ops.servers import ManagedProcess, PostgresServer, RedisServer
@@ -95,6 +98,7 @@ class Bench:
         self.gateway = f"{settings.host}:{settings.gateway_port}"
         self.trackers: list[str] = []
         self.history_before = 0
+        self.started_at = 0.0
         self.acked = 0
         self.sent = 0
         self._taken = 0
@@ -160,6 +164,7 @@ class Bench:
         meter = CpuMeter(self.servers)
         meter.start()
         started = time.monotonic()
+        self.started_at = time.time()  # the load's clock for receive times
         pending_c = [self.watchers.apply_async(run_worker, (plan,)) for plan in customer_plans]
         pending_d = [self.senders.apply_async(run_worker, (plan,)) for plan in driver_plans]
         d = merge([p.get() for p in pending_d])
@@ -230,9 +235,11 @@ class Bench:
         ``size`` seconds; a customer on each order; latency from the newest fix's capture."""
         drivers = self.take(self.args.rate)
         watched = [token for _, token in drivers]
-        phase = Phase("rate", size, float(size), self.args.seconds, ramp_s=5.0)
+        warmup = self.args.warmup
+        phase = Phase("rate", size, float(size), warmup + self.args.seconds, ramp_s=5.0)
         d, c, window, processed = self.run(drivers, watched, phase)
-        warm = sorted(c["latencies"])
+        steady_from = self.started_at + phase.ramp_s + warmup
+        samples = list(zip(c["latency_at"], c["latencies"], strict=True))
         return {
             "phase": f"latency{size}",
             "fixes_per_message": size,
@@ -248,7 +255,12 @@ class Bench:
             ),
             "processed_fixes_per_s": round(processed / window),
             "customer_positions": len(c["latencies"]),
-            "customer_latency": percentiles(warm),
+            "warmup_s": warmup,
+            "customer_latency": percentiles([lat for at, lat in samples if at >= steady_from]),
+            "customer_latency_warmup": percentiles(
+                [lat for at, lat in samples if at < steady_from]
+            ),
+            "latency_timeline": timeline(samples, self.started_at),
             "errors": d["errors"] + c["errors"],
             "first_error": d["first_error"] or c["first_error"],
         }
@@ -304,6 +316,12 @@ def main() -> None:
     parser.add_argument("--flood-drivers", type=int, default=1000)
     parser.add_argument("--flood-customers", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=5000, help="fixes/s of the latency phase")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=15.0,
+        help="seconds after the ramp of a latency phase whose latencies are reported apart",
+    )
     parser.add_argument("--hold", type=int, default=20000, help="streams of each kind held")
     parser.add_argument("--hold-seconds", type=float, default=20.0)
     parser.add_argument("--ramp", type=float, default=60.0, help="seconds to open held streams")

@@ -26,6 +26,26 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     }
 
 
+TIMELINE_STEP_S = 5
+
+
+def timeline(samples: list[tuple[float, float]], start: float) -> list[dict[str, Any]]:
+    """Latency p50/p99 per ``TIMELINE_STEP_S`` of receive time from ``start``; ``samples`` are
+    (receive time, latency) in seconds."""
+    buckets: dict[int, list[float]] = {}
+    for at, latency in samples:
+        buckets.setdefault(int((at - start) // TIMELINE_STEP_S), []).append(latency)
+    return [
+        {
+            "from_s": step * TIMELINE_STEP_S,
+            "positions": len(values),
+            "p50_ms": percentiles(values)["p50_ms"],
+            "p99_ms": percentiles(values)["p99_ms"],
+        }
+        for step, values in sorted(buckets.items())
+    ]
+
+
 def peak_rss_mb(pid: int | None) -> float | None:
     """VmHWM of a process, MB."""
     if pid is None:
@@ -75,12 +95,41 @@ def markdown(report: dict[str, Any]) -> str:
         "Acked fixes/s, steady: the mean over the seconds of sending once every stream is open"
         " and sending (flood: without the first and last second; latency: without the 5-s ramp"
         " and the first upload interval, and the last one). The window columns divide by the"
-        " whole window, opening and closing of streams included.",
+        " whole window, opening and closing of streams included. Customer latency: flood phases"
+        " over the whole window; latency phases in the steady state after their warm-up.",
         "",
+        *warmup_lines(report["phases"]),
         "Peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mb"].items()),
         *cpu_lines(report["phases"], m["nproc"]),
     ]
     return "\n".join(lines + search_lines(RESULTS / "search.json")) + "\n"
+
+
+def warmup_lines(phases: list[dict[str, Any]]) -> list[str]:
+    """The latency phases' warm-up figures, which their table row leaves out."""
+    lines = []
+    for p in phases:
+        if "customer_latency_warmup" not in p:
+            continue
+        lat = p["customer_latency_warmup"]
+        worst = max(p["latency_timeline"], key=lambda b: b["p99_ms"] or 0, default=None)
+        lines.append(
+            f"- {p['phase']}: customer latency p50 / p95 / p99 {lat['p50_ms']} / {lat['p95_ms']}"
+            f" / {lat['p99_ms']} ms during the first {p['warmup_s']:g} s after the ramp"
+            + (
+                f"; worst 5 s from {worst['from_s']} s of the phase: p99 {worst['p99_ms']} ms"
+                if worst
+                else ""
+            )
+        )
+    if not lines:
+        return []
+    return [
+        "Latency phases, warm-up (streams opening, every driver's first ETA; the table's latency"
+        " is the steady state after it, `latency_timeline` in the JSON has every 5 s):",
+        *lines,
+        "",
+    ]
 
 
 def cpu_lines(phases: list[dict[str, Any]], cores: int) -> list[str]:

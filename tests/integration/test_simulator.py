@@ -225,6 +225,7 @@ def test_tracking_bench_phases_run_on_load_mode(platform: Platform) -> None:
     args = argparse.Namespace(
         workers=1,
         sender_nice=7,
+        warmup=1.0,
         seconds=3.0,
         rate=3,
         flood_drivers=2,
@@ -251,6 +252,11 @@ def test_tracking_bench_phases_run_on_load_mode(platform: Platform) -> None:
     assert latency["stored_fixes_after_drain"] == latency["acked_fixes"]
     assert latency["customer_positions"] > 0
     assert latency["customer_latency"]["p50_ms"] is not None
+    # Steady latencies come after the 5-s ramp and the warm-up; the timeline covers them all.
+    assert latency["customer_latency_warmup"]["p50_ms"] is not None
+    timeline = latency["latency_timeline"]
+    assert sum(b["positions"] for b in timeline) == latency["customer_positions"]
+    assert timeline[-1]["from_s"] >= 5
     # No server groups given: whatever this test process started counts as the load.
     assert latency["cpu_cores"]["load_generator"] > 0, latency["cpu_cores"]
     assert latency["cpu_cores"]["box_busy"] >= latency["cpu_cores"]["load_generator"] * 0.9

@@ -67,7 +67,15 @@ PATHS_PER_PROCESS = 16
 RAMP_GROUP = 200
 # Figures that are not summed by :func:`merge`.
 _NOT_SUMMED = frozenset(
-    {"latencies", "first_error", "peak_rss_kb", "wall_s", "process", "acked_by_second"}
+    {
+        "latencies",
+        "latency_at",
+        "first_error",
+        "peak_rss_kb",
+        "wall_s",
+        "process",
+        "acked_by_second",
+    }
 )
 
 
@@ -263,6 +271,7 @@ def _figures(plan: LoadPlan, tally: Tally, wall_s: float) -> dict[str, Any]:
         "errors": errors,
         "first_error": tally.recorder.notes[0] if tally.recorder.notes else None,
         "latencies": tally.latencies,
+        "latency_at": tally.latency_at,
         "acked_by_second": dict(tally.acked_by_second),
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "wall_s": wall_s,
@@ -274,6 +283,7 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
     error kept, the largest peak RSS and wall time."""
     merged: dict[str, Any] = {
         "latencies": [],
+        "latency_at": [],
         "acked_by_second": {},
         "first_error": None,
         "peak_rss_kb": 0,
@@ -282,6 +292,7 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
     }
     for one in figures:
         merged["latencies"] += one.get("latencies", [])
+        merged["latency_at"] += one.get("latency_at", [])
         for second, fixes in one.get("acked_by_second", {}).items():
             merged["acked_by_second"][second] = merged["acked_by_second"].get(second, 0) + fixes
         merged["first_error"] = merged["first_error"] or one.get("first_error")
@@ -370,6 +381,7 @@ def run_load(
     figures = run_plans(plans, seconds + 300.0)
     total = merge(figures)
     latencies = total.pop("latencies")
+    total.pop("latency_at")
     total["fixes_acked_per_s"] = round(total.get("fixes_acked", 0) / max(1.0, seconds), 1)
     total["position_latency_ms"] = {
         f"p{round(q * 100)}": _ms(percentile(latencies, q)) for q in (0.5, 0.95, 0.99)
@@ -377,6 +389,7 @@ def run_load(
     total.pop("acked_by_second")
     for one in figures:
         one["positions"] = len(one.pop("latencies"))
+        one.pop("latency_at")
         one.pop("acked_by_second")
     print(json.dumps({"processes": figures, "total": total}, indent=2))
     return 0

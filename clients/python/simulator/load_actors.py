@@ -62,8 +62,10 @@ class Tally:
     """What one load process saw: counters, notes (errors, once each) and latencies."""
 
     recorder: Recorder = field(default_factory=Recorder)
-    # Seconds from a fix's capture to its position reaching a customer.
+    # Seconds from a fix's capture to its position reaching a customer, and when (epoch s) each
+    # reached it: a benchmark tells the warm-up from the steady state.
     latencies: list[float] = field(default_factory=list)
+    latency_at: list[float] = field(default_factory=list)
     # Fixes acked, by the second (epoch) their batch was sent: the rate in steady state.
     acked_by_second: Counter[int] = field(default_factory=Counter)
 
@@ -296,7 +298,9 @@ async def watch(channel: aio.Channel, token: str, deadline: float, tally: Tally)
                     first = False
                 if update.WhichOneof("update") == "position":
                     at = update.position.position_at.ToNanoseconds() / 1e9
-                    tally.latencies.append(time.time() - at)
+                    now = time.time()
+                    tally.latencies.append(now - at)
+                    tally.latency_at.append(now)
     except TimeoutError:
         tally.count("track_held")
     except aio.AioRpcError as exc:

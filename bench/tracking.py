@@ -28,12 +28,10 @@ The per-driver event rate guard of the gateway is lifted for the benchmark (floo
 back to back on purpose; the guard would measure itself, not the pipeline).
 
 The driver-side load processes run at a lower CPU priority (``--sender-nice``, 10): in
-production the phones bring their own CPUs, here the senders share two cores with the servers,
-and at equal priority the scheduler gives them an equal share whenever the box is full, so the
-latency phase measured how long the servers waited for the generator's time slices. Niced, the
-servers are served first and the senders use what is left; the acked rate shows whether they
-still keep the asked rate. The customer side stays at normal priority: it stamps receive times,
-and a starved receiver would add its own wait to the latency it measures.
+production the phones bring their own CPUs, here the senders share two cores with the servers;
+niced, they take what the servers leave, and the acked rate shows whether they still keep the
+asked rate. The customer side stays at normal priority: it stamps receive times, and a starved
+receiver would add its own wait to the latency it measures.
 
 Every phase also reports how many driver streams got their Welcome (a saturated gateway admits
 new streams slowly, and gRPC core gives up on some) and the mean cores each group of processes

@@ -19,8 +19,8 @@ customers on the seeded orders' ``Track`` streams. Each phase is a load-mode ``P
   it at once / in batches of 5 every 5 s, a customer on every order; ping-to-customer latency
   = receive time - the newest fix's capture time (same clock). The first ``--warmup`` seconds
   after the ramp are reported apart (``customer_latency_warmup``): 10,000 streams opening
-  within seconds and every driver's first ETA are a start-up burst that the steady rate does
-  not have; ``latency_timeline`` gives p50/p99 per 5 s over the whole phase;
+  within seconds leave a backlog that the steady rate does not have; ``latency_timeline``
+  gives p50/p99 per 5 s over the whole phase;
 * ``hold``: ``--hold`` idle driver streams and as many Track streams opened over a ramp and
   held; how many were held at the end.
 

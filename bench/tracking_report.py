@@ -125,7 +125,7 @@ def warmup_lines(phases: list[dict[str, Any]]) -> list[str]:
     if not lines:
         return []
     return [
-        "Latency phases, warm-up (streams opening, every driver's first ETA; the table's latency"
+        "Latency phases, warm-up (the backlog left by the streams opening; the table's latency"
         " is the steady state after it, `latency_timeline` in the JSON has every 5 s):",
         *lines,
         "",

@@ -57,6 +57,8 @@ async def test_workers_snap_as_the_inline_computation(roads: RoadNetwork) -> Non
         assert strict.count(None) > loose.count(None)  # some raw points are off the road
         assert await pool.snap_each(points, 900.0) == loose
         assert await pool.snap_each(points, 10.0) == strict
+        # A long path goes a block at a time (2 workers x 2,000 points); same answers, in order.
+        assert await pool.snap_each(points * 110, 900.0) == loose * 110
     finally:
         pool.stop()
 
@@ -80,6 +82,7 @@ async def test_no_workers_means_inline(roads: RoadNetwork, sources: list[LatLng]
     pool = RoadPool(roads, 0)
     await pool.start()
     assert await pool.durations_to(sources, CENTER) == durations_to(roads, sources, CENTER)
+    assert await pool.snap_each(GRID * 60, 900.0) == snap_each(roads, GRID, 900.0) * 60
     with pytest.raises(ValueError):
         RoadPool(roads, -1)
 

@@ -26,22 +26,29 @@ def _report(phase: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_a_latency_phase_shows_its_steady_latency_and_its_warm_up_apart() -> None:
-    phase = {
-        "phase": "latency5",
+def _phase(name: str, p50_ms: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "phase": name,
         "driver_streams": 10,
-        "driver_streams_welcomed": 10,
         "customer_streams": 10,
         "acked_fixes_per_s": 10,
         "processed_fixes_per_s": 9,
-        "customer_latency": {"p50_ms": 100.0, "p95_ms": 200.0, "p99_ms": 300.0},
-        "customer_latency_warmup": {"p50_ms": 900.0, "p95_ms": 2000.0, "p99_ms": 3000.0},
-        "warmup_s": 15.0,
-        "latency_timeline": [
+        "customer_latency": {"p50_ms": p50_ms, "p95_ms": 2 * p50_ms, "p99_ms": 3 * p50_ms},
+        **extra,
+    }
+
+
+def test_a_latency_phase_shows_its_steady_latency_and_its_warm_up_apart() -> None:
+    phase = _phase(
+        "latency5",
+        100.0,
+        customer_latency_warmup={"p50_ms": 900.0, "p95_ms": 2000.0, "p99_ms": 3000.0},
+        warmup_s=15.0,
+        latency_timeline=[
             {"from_s": 0, "positions": 5, "p50_ms": 800.0, "p99_ms": 3100.0},
             {"from_s": 5, "positions": 5, "p50_ms": 100.0, "p99_ms": 290.0},
         ],
-    }
+    )
     text = markdown(_report(phase))
     assert "| 100.0 / 200.0 / 300.0 |" in text
     assert "900.0 / 2000.0 / 3000.0 ms during the first 15 s after the ramp" in text
@@ -49,13 +56,5 @@ def test_a_latency_phase_shows_its_steady_latency_and_its_warm_up_apart() -> Non
 
 
 def test_a_flood_phase_has_no_warm_up_line() -> None:
-    phase = {
-        "phase": "flood1",
-        "driver_streams": 10,
-        "customer_streams": 10,
-        "acked_fixes_per_s": 10,
-        "processed_fixes_per_s": 9,
-        "customer_latency": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0},
-    }
-    text = markdown(_report(phase))
+    text = markdown(_report(_phase("flood1", 1.0)))
     assert "warm-up (" not in text and "| 1.0 / 2.0 / 3.0 |" in text

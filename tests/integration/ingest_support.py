@@ -4,6 +4,7 @@ OSRM route, and small synchronous views of Redis and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
 import time
@@ -41,6 +42,7 @@ class DriverApp:
         )
         self._call = stub.Connect(self._request_iter(), metadata=metadata)
         self._responses: queue.Queue[Any] = queue.Queue()
+        self._passed_over: collections.deque[Response] = collections.deque()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -64,7 +66,13 @@ class DriverApp:
         self._requests.put(request)
 
     def recv(self, timeout: float = 15.0) -> Response:
-        """The next response; raises the stream's error if it ended with one."""
+        """The next response (first those :meth:`send_and_wait` passed over); raises the
+        stream's error if it ended with one."""
+        if self._passed_over:
+            return self._passed_over.popleft()
+        return self._next(timeout)
+
+    def _next(self, timeout: float) -> Response:
         item = self._responses.get(timeout=timeout)
         if isinstance(item, grpc.RpcError):
             raise item
@@ -81,12 +89,15 @@ class DriverApp:
         return response.welcome
 
     def send_and_wait(self, request: Request) -> Response:
-        """Send one event and return its Ack or Reject (skipping other commands)."""
+        """Send one event and return its Ack or Reject; other commands that come first (a
+        command pushed in reaction to the event can overtake its ack) are kept for
+        :meth:`recv`."""
         self.send(request)
         while True:
-            response = self.recv()
+            response = self._next(15.0)
             if response.WhichOneof("command") in ("ack", "reject"):
                 return response
+            self._passed_over.append(response)
 
     def close(self) -> None:
         """Half-close and drop the channel."""

@@ -35,15 +35,18 @@ def timeline(samples: list[tuple[float, float]], start: float) -> list[dict[str,
     buckets: dict[int, list[float]] = {}
     for at, latency in samples:
         buckets.setdefault(int((at - start) // TIMELINE_STEP_S), []).append(latency)
-    return [
-        {
-            "from_s": step * TIMELINE_STEP_S,
-            "positions": len(values),
-            "p50_ms": percentiles(values)["p50_ms"],
-            "p99_ms": percentiles(values)["p99_ms"],
-        }
-        for step, values in sorted(buckets.items())
-    ]
+    steps = []
+    for step, values in sorted(buckets.items()):
+        figures = percentiles(values)
+        steps.append(
+            {
+                "from_s": step * TIMELINE_STEP_S,
+                "positions": len(values),
+                "p50_ms": figures["p50_ms"],
+                "p99_ms": figures["p99_ms"],
+            }
+        )
+    return steps
 
 
 def peak_rss_mb(pid: int | None) -> float | None:

@@ -95,15 +95,19 @@ local full = tonumber(ARGV[3] ~= '' and ARGV[3] or '0')
 local radius = math.min(full, tonumber(ARGV[7]))
 local scan = want
 -- A wider scan returns the rows of the narrower one first: each driver is checked once.
-local checked, out = {}, {}
+local checked, examined, out = {}, 0, {}
 while true do
   local rows = around(radius, scan)
   if #rows < scan and radius < full then
-    radius = math.min(full, radius * 2)
+    -- Grow to where the density seen puts `scan` rows, with a margin: every GEOSEARCH scans
+    -- all its boxes' drivers, so one call too wide costs less than two narrow ones.
+    local grow = math.sqrt(scan / math.max(#rows, 1)) * 1.2
+    radius = math.min(full, radius * math.min(math.max(grow, 1.5), 4))
   else
     for _, row in ipairs(rows) do
       if not checked[row[1]] then
         checked[row[1]] = true
+        examined = examined + 1
         local state = redis.call('HMGET', ARGV[9] .. row[1], unpack(fields))
         local status = state[1] or '0'
         if (state[2] or '') == ARGV[8] and state[3] and
@@ -116,7 +120,9 @@ while true do
     if #rows < scan then
       return {1, out}
     end
-    scan = scan * 2
+    -- Enough rows for `want` at the share of wanted drivers seen so far, with a margin.
+    local share = math.max(#out, 1) / examined
+    scan = math.floor(math.min(scan * 4, math.max(scan * 1.25, want / share * 1.2)))
   end
 end
 """

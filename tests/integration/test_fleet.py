@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,7 +28,7 @@ from core import topics
 from core.auth import Role, issue_token
 from core.bus import Bus
 from core.db import Database
-from core.geo import LatLng
+from core.geo import LatLng, haversine_m
 from tests.integration.conftest import Platform
 from tracking.fleet_watch import watch_fleet
 from tracking.geofence_observer import GeofenceObserver
@@ -165,6 +166,33 @@ async def test_a_large_circle_still_finds_the_exact_nearest_page(
     assert [round(m.distance_m / 100) for m in page] == [24, 28, 32, 36, 40]
     everyone = await _search(fleet, auth, circle=circle)
     assert len(_mine(everyone)) == 25
+
+
+async def test_a_small_share_of_wanted_drivers_is_still_found_nearest_first(
+    redis_client: aioredis.Redis, fleet: Stub, auth: Auth
+) -> None:
+    """One driver in ten may be shown: the search widens its scan by the share it sees, and
+    the page is still exactly the nearest wanted drivers."""
+    origin = LatLng(36.45, 14.6)  # at sea east of Gozo, far from the other tests' drivers
+    rng = random.Random(7)
+    crowd = {
+        f"crowd{i:03d}": LatLng(
+            origin.lat + rng.uniform(-900, 900) / 111_195,
+            origin.lng + rng.uniform(-900, 900) / 90_000,
+        )
+        for i in range(300)
+    }
+    for i, (place, position) in enumerate(sorted(crowd.items())):
+        await _put_driver(redis_client, place, position, IDLE if i % 10 == 0 else OFFLINE)
+    wanted = sorted(
+        (place for i, place in enumerate(sorted(crowd)) if i % 10 == 0),
+        key=lambda place: haversine_m(origin, crowd[place]),
+    )
+    circle = common_pb2.Circle(center=_ll(origin), radius_m=5_000)
+    request = fleet_service_pb2.SearchDriversRequest(circle=circle, limit=12)
+    page = (await fleet.SearchDrivers(request, metadata=auth, timeout=TIMEOUT_S)).drivers
+    assert _mine(list(page)) == wanted[:12]
+    assert _mine(await _search(fleet, auth, circle=circle)) == wanted
 
 
 async def test_rectangle_is_exact(redis_client: aioredis.Redis, fleet: Stub, auth: Auth) -> None:

@@ -41,8 +41,33 @@ async def test_workers_answer_as_the_inline_computation(
         assert all(t is not None and t > 0 for i, t in enumerate(inline) if i != 20)
         assert await pool.durations_to(with_sea, CENTER) == inline
         assert await pool.durations_to(sources[:1], CENTER) == inline[:1]
+        # Drivers at one spot are routed once, and each still gets its time.
+        crowded = [sources[3]] * 4 + sources + [OPEN_SEA, sources[3], OPEN_SEA]
+        assert await pool.durations_to(crowded, CENTER) == durations_to(roads, crowded, CENTER)
     finally:
         pool.stop()
+
+
+async def test_workers_are_batch_scheduled_and_pinned_when_cpus_are_as_many(
+    roads: RoadNetwork,
+) -> None:
+    allowed = os.sched_getaffinity(0)
+    two = sorted(allowed)[:2]
+    assert len(two) == 2, "this test needs a machine with at least 2 CPUs"
+    os.sched_setaffinity(0, two)  # the workers' parent may run on exactly 2 CPUs
+    pinned, free = RoadPool(roads, 2), RoadPool(roads, 1)
+    try:
+        await pinned.start()
+        await free.start()
+        pids = pinned.worker_pids() + free.worker_pids()
+        assert {os.sched_getscheduler(pid) for pid in pids} == {os.SCHED_BATCH}
+        assert [os.sched_getaffinity(pid) for pid in pinned.worker_pids()] == [{c} for c in two]
+        # Fewer workers than CPUs: where each runs is left to the scheduler.
+        assert os.sched_getaffinity(free.worker_pids()[0]) == set(two)
+    finally:
+        pinned.stop()
+        free.stop()
+        os.sched_setaffinity(0, allowed)
 
 
 async def test_workers_snap_as_the_inline_computation(roads: RoadNetwork) -> None:

@@ -12,7 +12,7 @@ The parts only run at once if the scheduler lets them: workers are batch-schedul
 box with as many CPUs as workers, pinned one per CPU. Without that, a 2-core box often ran
 the parts one after the other (a woken worker preempting the process about to send the next
 part, or two parts queued on one core): p99 of a 256 x 1 table over 2 workers 17-19 ms
-instead of 12-13.
+instead of 12-13, measured outside any service.
 
 Each worker answers requests on its own pipe, read by the event loop directly: no executor
 threads between the loop and the workers (``concurrent.futures``' hand-offs between threads

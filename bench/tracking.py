@@ -259,6 +259,7 @@ class Bench:
                 [lat for at, lat in samples if at < steady_from]
             ),
             "latency_timeline": timeline(samples, self.started_at),
+            "track_snapshot_wait": percentiles(c["snapshot_waits"]),
             "errors": d["errors"] + c["errors"],
             "first_error": d["first_error"] or c["first_error"],
         }
@@ -275,6 +276,7 @@ class Bench:
             "driver_streams_connected": d.get("connected", 0),
             "driver_streams_held": d.get("held", 0),
             "customer_snapshots": c.get("snapshots", 0),
+            "track_snapshot_wait": percentiles(c["snapshot_waits"]),
             "customer_streams_held": c.get("track_held", 0),
             "errors": d["errors"] + c["errors"],
             "first_error": d["first_error"] or c["first_error"],

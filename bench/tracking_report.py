@@ -102,6 +102,7 @@ def markdown(report: dict[str, Any]) -> str:
         " over the whole window; latency phases in the steady state after their warm-up.",
         "",
         *warmup_lines(report["phases"]),
+        *snapshot_lines(report["phases"]),
         "Peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mb"].items()),
         *cpu_lines(report["phases"], m["nproc"]),
     ]
@@ -133,6 +134,18 @@ def warmup_lines(phases: list[dict[str, Any]]) -> list[str]:
         *lines,
         "",
     ]
+
+
+def snapshot_lines(phases: list[dict[str, Any]]) -> list[str]:
+    """How long customers waited for their Track stream's snapshot, per phase recording it."""
+    lines = [
+        f"- {p['phase']}: p50 / p95 / p99 {w['p50_ms']} / {w['p95_ms']} / {w['p99_ms']} ms"
+        for p in phases
+        if (w := p.get("track_snapshot_wait"))
+    ]
+    if not lines:
+        return []
+    return ["Track stream opened to its snapshot received (the map's first paint):", *lines, ""]
 
 
 def cpu_lines(phases: list[dict[str, Any]], cores: int) -> list[str]:

@@ -3,8 +3,10 @@
 Thousands of streams watching thousands of orders must not open a connection each: the hub
 SUBSCRIBEs to an order channel when its first watcher arrives, UNSUBSCRIBEs when the last
 leaves, and copies each message into the bounded :class:`Inbox` of every watcher of that
-channel. An inbox never blocks the reader: when full it drops its oldest position or ETA
-(a newer one follows), never a status change unless nothing else can go. When the connection
+channel. An inbox never blocks the reader. A position, ETA or route line replaces the one of
+its kind still queued: a stream that fell behind (its snapshot was slow to build, or its
+customer reads slowly) sends the newest, not a backlog of stale ones. When full, an inbox
+drops its oldest update, never a status change unless nothing else can go. When the connection
 breaks, the hub subscribes every watched channel again on a new connection; the confirmations
 of those re-subscriptions mark the channels' inboxes as having missed updates, and their
 streams start over from a snapshot (see Inbox.take_missed).
@@ -35,6 +37,11 @@ _DROPPABLE = frozenset({"position", "eta", "route_line"})
 WATCHERS = Gauge("lastmile_tracking_watchers", "Track streams attached to the channel hub.")
 CHANNELS = Gauge("lastmile_tracking_channels", "Order channels the hub is subscribed to.")
 DROPPED = Counter("lastmile_tracking_updates_dropped_total", "Updates dropped by full inboxes.")
+SUPERSEDED = Counter(
+    "lastmile_tracking_updates_superseded_total",
+    "Queued positions, ETAs and route lines replaced by a newer one before their Track stream"
+    " sent them (the stream was behind).",
+)
 
 
 class Inbox:
@@ -61,7 +68,16 @@ class Inbox:
         return True
 
     def put(self, update: tracking_service_pb2.TrackResponse) -> None:
-        """Add an update; when full, drop the oldest droppable one (else the oldest)."""
+        """Add an update: it replaces a queued one of its kind if that kind is superseded by
+        the next (positions, ETAs, route lines); when full, drop the oldest droppable one
+        (else the oldest)."""
+        kind = update.WhichOneof("update")
+        if kind in _DROPPABLE:
+            for index, queued in enumerate(self._items):
+                if queued.WhichOneof("update") == kind:
+                    del self._items[index]
+                    SUPERSEDED.inc()
+                    break
         if len(self._items) >= self._size:
             DROPPED.inc()
             for index, queued in enumerate(self._items):

@@ -5,7 +5,10 @@ Track subscribes to the order's channel (through the process's shared
 :class:`~tracking.channel_hub.ChannelHub`) *before* reading the snapshot, so nothing
 published in between is lost; the snapshot may then be followed by an update it already
 contains, which is harmless. Positions are forwarded only while the order is under way
-(TO_PICKUP..NEARBY); a status change seen twice (the relay delivers at least once) is
+(TO_PICKUP..NEARBY) and only when newer than the position the customer already has (the
+snapshot's, or the last one sent since the last status change): a replayed processing round
+publishes its positions again, and a stream whose snapshot was slow to build may hold
+positions older than it. A status change seen twice (the relay delivers at least once) is
 forwarded once. A stream re-checks its token every ``track_token_check_s`` (busy or idle) and
 ends with OK once it expired or was revoked. When the hub's subscription broke and came back
 (a Redis restart), updates published in between are lost: the stream sends a new snapshot.
@@ -55,8 +58,8 @@ class CustomerTracking:
     async def get_tracking(self, request: pb.GetTrackingRequest) -> pb.GetTrackingResponse:
         """The current snapshot of the token's order."""
         self._limit(request.tracking_token)
-        order = await self._snapshots.resolve(request.tracking_token)
-        return pb.GetTrackingResponse(snapshot=await self._snapshots.snapshot(order))
+        _, snapshot = await self._snapshots.current(request.tracking_token)
+        return pb.GetTrackingResponse(snapshot=snapshot)
 
     async def track(self, request: pb.TrackRequest) -> AsyncIterator[pb.TrackResponse]:
         """The Track stream of the token's order."""
@@ -74,11 +77,11 @@ class CustomerTracking:
             # Read the order again now that the subscription is confirmed (that can take a
             # while when Redis restarts): what changed before is in the snapshot, what changes
             # after comes on the channel.
-            order = await self._snapshots.resolve(token)
-            snapshot = await self._snapshots.snapshot(order)
+            order, snapshot = await self._snapshots.current(token)
             yield pb.TrackResponse(snapshot=snapshot)
             status = int(snapshot.status)
             seen = {(int(e.status), e.at.ToNanoseconds()) for e in snapshot.timeline}
+            shown_ns = snapshot.position_at.ToNanoseconds()
             next_check = time.monotonic() + self._check_s
             while status not in FINAL:
                 update = await inbox.get(self._check_s)
@@ -91,13 +94,13 @@ class CustomerTracking:
                     # The hub lost Redis for a moment: what was published meanwhile is gone,
                     # so a fresh snapshot (of the order as it is now) replaces everything.
                     try:
-                        order = await self._snapshots.resolve(token)
+                        order, snapshot = await self._snapshots.current(token)
                     except ServiceError:
                         return  # the link stopped working meanwhile
-                    snapshot = await self._snapshots.snapshot(order)
                     yield pb.TrackResponse(snapshot=snapshot)
                     status = int(snapshot.status)
                     seen |= {(int(e.status), e.at.ToNanoseconds()) for e in snapshot.timeline}
+                    shown_ns = max(shown_ns, snapshot.position_at.ToNanoseconds())
                     continue
                 if update is None:
                     continue
@@ -108,8 +111,12 @@ class CustomerTracking:
                         continue
                     seen.add(key)
                     status = int(update.status.status)
-                elif kind == "position" and status not in VISIBLE:
-                    continue
+                    shown_ns = 0  # a reassigned order's new driver has a clock of their own
+                elif kind == "position":
+                    at_ns = update.position.position_at.ToNanoseconds()
+                    if status not in VISIBLE or at_ns <= shown_ns:
+                        continue
+                    shown_ns = at_ns
                 yield update
 
     async def _still_valid(self, token: str, order: TrackedOrder) -> bool:

@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -30,6 +30,9 @@ from core.settings import Settings
 from tracking.active_orders import VISIBLE
 from tracking.eta import eta_key, parse_line
 from tracking.fanout import approximate
+
+if TYPE_CHECKING:
+    from core.db import Conn
 
 #: Statuses that end a Track stream (the contract's "final": nothing more to watch).
 FINAL = frozenset(
@@ -83,6 +86,19 @@ def _stamp(value: dt.datetime) -> Timestamp:
     return stamp
 
 
+def _check_shape(token: str) -> None:
+    """INVALID_ARGUMENT without a token; NOT_FOUND for one no link can have (too long)."""
+    if not token:
+        raise InvalidArgument("tracking_token is required")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise NotFound(NOT_FOUND_MESSAGE)
+
+
+async def _resolve(conn: Conn, token: str) -> TrackedOrder:
+    row = await conn.fetchrow(_ORDER_BY_DIGEST, tracking_token_digest(token))
+    return check_token(dict(row) if row else None, dt.datetime.now(dt.UTC))
+
+
 def check_token(row: dict[str, Any] | None, now: dt.datetime) -> TrackedOrder:
     """The order of a token's row; NotFound / Unauthenticated as in the module docstring."""
     if row is None:
@@ -105,20 +121,27 @@ class SnapshotBuilder:
 
     async def resolve(self, token: str) -> TrackedOrder:
         """The order a tracking token opens."""
-        if not token:
-            raise InvalidArgument("tracking_token is required")
-        if len(token) > MAX_TOKEN_CHARS:
-            raise NotFound(NOT_FOUND_MESSAGE)
+        _check_shape(token)
         async with self._slots, self._database.pool.acquire() as conn:
-            row = await conn.fetchrow(_ORDER_BY_DIGEST, tracking_token_digest(token))
-        return check_token(dict(row) if row else None, dt.datetime.now(dt.UTC))
+            return await _resolve(conn, token)
 
-    async def snapshot(self, order: TrackedOrder) -> tracking_pb2.TrackingSnapshot:
-        """Everything the customer sees right now."""
+    async def current(self, token: str) -> tuple[TrackedOrder, tracking_pb2.TrackingSnapshot]:
+        """The token's order and everything the customer sees of it right now. One slot and
+        one connection for the token check and the snapshot's queries: when thousands of
+        streams open at once, each waits in the queue once, not once per query."""
+        _check_shape(token)
         async with self._slots:
-            return await self._build(order)
+            async with self._database.pool.acquire() as conn:
+                order = await _resolve(conn, token)
+                snapshot = self._base(order)
+                await self._fill_history(conn, snapshot, order.order_id, int(snapshot.status))
+            row = order.row
+            if snapshot.status in VISIBLE and row["driver_id"]:
+                await self._fill_live(snapshot, row["driver_id"], order.order_id)
+        return order, snapshot
 
-    async def _build(self, order: TrackedOrder) -> tracking_pb2.TrackingSnapshot:
+    def _base(self, order: TrackedOrder) -> tracking_pb2.TrackingSnapshot:
+        """The snapshot's fields from the order's row."""
         row = order.row
         status = int(row["status"])
         snapshot = tracking_pb2.TrackingSnapshot(
@@ -131,17 +154,17 @@ class SnapshotBuilder:
         _fill_window(snapshot, row)
         instructions = json.loads(row["instructions"] or "{}")
         json_format.ParseDict(instructions, snapshot.instructions, ignore_unknown_fields=True)
-        await self._fill_history(snapshot, order.order_id, status)
-        if status in VISIBLE and row["driver_id"]:
-            await self._fill_live(snapshot, row["driver_id"], order.order_id)
         return snapshot
 
     async def _fill_history(
-        self, snapshot: tracking_pb2.TrackingSnapshot, order_id: str, status: int
+        self,
+        conn: Conn,
+        snapshot: tracking_pb2.TrackingSnapshot,
+        order_id: str,
+        status: int,
     ) -> None:
-        async with self._database.pool.acquire() as conn:
-            events = await conn.fetch(_TIMELINE, order_id)
-            proof = await conn.fetchval(_PROOF, order_id) if status in FINAL else None
+        events = await conn.fetch(_TIMELINE, order_id)
+        proof = await conn.fetchval(_PROOF, order_id) if status in FINAL else None
         for event in events:
             details = json.loads(event["details"] or "{}")
             snapshot.timeline.add(

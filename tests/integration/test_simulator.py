@@ -194,6 +194,9 @@ async def test_load_mode_drives_on_roads_and_customers_see_positions(
     # The orders are on their way (the drivers reported the pickup), so their customers see
     # the drivers move.
     assert figures["latencies"] and all(0 <= s < 30 for s in figures["latencies"])
+    assert len(figures["snapshot_waits"]) == 3 and all(
+        0 < s < 30 for s in figures["snapshot_waits"]
+    )
 
     async def stored() -> bool:
         count = await history_rows(platform.settings.database_url, list(plan.drivers))
@@ -219,6 +222,7 @@ def test_simulate_load_command_through_the_edge(
     assert total["connected"] == total["orders_assigned"] == total["snapshots"] == 2
     assert total["fixes_acked"] == total["fixes_sent"] > 0
     assert set(total["position_latency_ms"]) == {"p50", "p95", "p99"}
+    assert total["snapshot_wait_ms"]["p50"] > 0
 
 
 def test_tracking_bench_phases_run_on_load_mode(platform: Platform) -> None:
@@ -263,4 +267,6 @@ def test_tracking_bench_phases_run_on_load_mode(platform: Platform) -> None:
     assert hold["errors"] == 0, hold
     assert hold["driver_streams_held"] == hold["customer_streams_held"] == 3
     assert hold["customer_snapshots"] == 3
+    assert latency["track_snapshot_wait"]["p50_ms"] > 0
+    assert hold["track_snapshot_wait"]["max_ms"] >= hold["track_snapshot_wait"]["p50_ms"] > 0
     assert nice.count(7) == 1, nice  # the one sender process; the one watcher is not niced

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
 
+from core import topics
 from core.geo import LatLng, haversine_m
 from core.roads import RoadNetwork
 from ops.servers import ManagedProcess
@@ -143,6 +145,56 @@ def test_customer_follows_the_drive_on_two_tracking_processes(
     assert recorded[0]["n"] >= 3
     errors = sql(dsn, "SELECT error_s FROM eta_errors WHERE order_id = $1", order_id)
     assert len(errors) >= 3
+
+
+def test_a_customer_is_never_sent_a_position_older_than_one_they_have(
+    platform: Platform, roads: RoadNetwork
+) -> None:
+    """A processing round replayed after a crash publishes its positions again, and a stream
+    that fell behind may hold positions older than its snapshot: the map must not jump back."""
+    dsn, redis_url = platform.settings.database_url, platform.settings.redis_url
+    points = _drive_points(roads)
+    driver = f"drv-{uuid.uuid4().hex[:8]}"
+    order_id, tracking_token = create_driver_and_order(
+        platform.settings, platform.addresses["dispatch"], driver, points[-1], points[-2]
+    )
+    dispatch_sets_status(dsn, order_id, S.Value("ORDER_STATUS_ASSIGNED"), driver)
+    dispatch_sets_status(dsn, order_id, S.Value("ORDER_STATUS_TO_PICKUP"))
+    customer = CustomerStream(platform.addresses["tracking"], tracking_token)
+    streams = [customer]
+    app = DriverApp(platform.addresses["gateway"], token(platform.settings, driver))
+    publisher = redis.Redis.from_url(redis_url)
+    try:
+        assert customer.wait_for(lambda m: True).WhichOneof("update") == "snapshot"
+        app.hello()
+        sent_s = int(now_s()) - 2
+        assert app.send_and_wait(batch(1, [fix(points[1], sent_s)])).WhichOneof("command") == "ack"
+        customer.wait_for(_position_at(sent_s))
+        # The same channel the fan-out uses: an older position (a replay), then a newer one.
+        for at_s in (sent_s - 30, sent_s + 1):
+            update = TrackResponse()
+            update.position.position.lat, update.position.position.lng = 35.9, 14.5
+            update.position.position_at.FromSeconds(at_s)
+            publisher.publish(topics.order_channel(order_id), update.SerializeToString())
+        customer.wait_for(_position_at(sent_s + 1))
+        # A stream opened now starts from the snapshot and gets nothing older than it.
+        late = CustomerStream(platform.addresses["tracking"], tracking_token)
+        streams.append(late)
+        snapshot = late.wait_for(lambda m: True).snapshot
+        assert snapshot.position_at.seconds == sent_s
+        update.position.position_at.FromSeconds(sent_s - 1)
+        publisher.publish(topics.order_channel(order_id), update.SerializeToString())
+        update.position.position_at.FromSeconds(sent_s + 2)
+        publisher.publish(topics.order_channel(order_id), update.SerializeToString())
+        late.wait_for(_position_at(sent_s + 2))
+    finally:
+        app.close()
+        publisher.close()
+        for stream in streams:
+            stream.close()
+    shown = [m.position.position_at.seconds for m in customer.of_kind("position")]
+    assert shown == [sent_s, sent_s + 1], shown
+    assert [m.position.position_at.seconds for m in late.of_kind("position")] == [sent_s + 2]
 
 
 def _check_positions_on_the_road(

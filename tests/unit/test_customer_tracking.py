@@ -98,17 +98,42 @@ def _position(lat: float) -> tracking_service_pb2.TrackResponse:
     return response
 
 
-def test_a_full_inbox_drops_the_oldest_position_and_keeps_status_changes() -> None:
+def _drain(inbox: Inbox) -> list[str]:
     async def run() -> list[str]:
-        inbox = Inbox(3)
-        status = tracking_pb2.StatusEntry(status=common_pb2.ORDER_STATUS_NEARBY)
-        inbox.put(tracking_service_pb2.TrackResponse(status=status))
-        for lat in (1.0, 2.0, 3.0):
-            inbox.put(_position(lat))
         got = []
         while (item := await inbox.get(0.01)) is not None:
             kind = item.WhichOneof("update")
             got.append(f"{kind}:{item.position.position.lat}" if kind == "position" else kind)
         return got
 
-    assert asyncio.run(run()) == ["status", "position:2.0", "position:3.0"]
+    return asyncio.run(run())
+
+
+def _status(status: int) -> tracking_service_pb2.TrackResponse:
+    return tracking_service_pb2.TrackResponse(status=tracking_pb2.StatusEntry(status=status))
+
+
+def test_a_newer_position_or_eta_replaces_the_queued_one_and_status_changes_stay() -> None:
+    inbox = Inbox(8)
+    eta = tracking_service_pb2.TrackResponse()
+    eta.eta.SetInParent()
+    inbox.put(_status(common_pb2.ORDER_STATUS_PICKED_UP))
+    inbox.put(_position(1.0))
+    inbox.put(eta)
+    inbox.put(_position(2.0))
+    inbox.put(_status(common_pb2.ORDER_STATUS_NEARBY))
+    inbox.put(_position(3.0))
+    inbox.put(eta)
+
+    # A stream that fell behind sends the newest position and ETA, after every status.
+    assert _drain(inbox) == ["status", "status", "position:3.0", "eta"]
+
+
+def test_a_full_inbox_drops_the_oldest_update_and_keeps_status_changes() -> None:
+    inbox = Inbox(3)
+    inbox.put(_status(common_pb2.ORDER_STATUS_PICKED_UP))
+    inbox.put(_position(1.0))
+    inbox.put(_status(common_pb2.ORDER_STATUS_NEARBY))
+    inbox.put(_status(common_pb2.ORDER_STATUS_DELIVERED))
+
+    assert _drain(inbox) == ["status", "status", "status"]

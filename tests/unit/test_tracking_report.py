@@ -58,3 +58,11 @@ def test_a_latency_phase_shows_its_steady_latency_and_its_warm_up_apart() -> Non
 def test_a_flood_phase_has_no_warm_up_line() -> None:
     text = markdown(_report(_phase("flood1", 1.0)))
     assert "warm-up (" not in text and "| 1.0 / 2.0 / 3.0 |" in text
+
+
+def test_the_wait_for_a_track_snapshot_is_shown_for_the_phases_that_measured_it() -> None:
+    wait = {"p50_ms": 40.0, "p95_ms": 900.0, "p99_ms": 2500.0, "max_ms": 3000.0}
+    text = markdown(_report(_phase("latency5", 100.0, track_snapshot_wait=wait)))
+    assert "Track stream opened to its snapshot received" in text
+    assert "- latency5: p50 / p95 / p99 40.0 / 900.0 / 2500.0 ms" in text
+    assert "snapshot received" not in markdown(_report(_phase("flood1", 1.0)))

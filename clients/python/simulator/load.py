@@ -70,6 +70,7 @@ _NOT_SUMMED = frozenset(
     {
         "latencies",
         "latency_at",
+        "snapshot_waits",
         "first_error",
         "peak_rss_kb",
         "wall_s",
@@ -272,6 +273,7 @@ def _figures(plan: LoadPlan, tally: Tally, wall_s: float) -> dict[str, Any]:
         "first_error": tally.recorder.notes[0] if tally.recorder.notes else None,
         "latencies": tally.latencies,
         "latency_at": tally.latency_at,
+        "snapshot_waits": tally.snapshot_waits,
         "acked_by_second": dict(tally.acked_by_second),
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "wall_s": wall_s,
@@ -284,6 +286,7 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {
         "latencies": [],
         "latency_at": [],
+        "snapshot_waits": [],
         "acked_by_second": {},
         "first_error": None,
         "peak_rss_kb": 0,
@@ -293,6 +296,7 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
     for one in figures:
         merged["latencies"] += one.get("latencies", [])
         merged["latency_at"] += one.get("latency_at", [])
+        merged["snapshot_waits"] += one.get("snapshot_waits", [])
         for second, fixes in one.get("acked_by_second", {}).items():
             merged["acked_by_second"][second] = merged["acked_by_second"].get(second, 0) + fixes
         merged["first_error"] = merged["first_error"] or one.get("first_error")
@@ -383,16 +387,19 @@ def run_load(
     latencies = total.pop("latencies")
     total.pop("latency_at")
     total["fixes_acked_per_s"] = round(total.get("fixes_acked", 0) / max(1.0, seconds), 1)
-    total["position_latency_ms"] = {
-        f"p{round(q * 100)}": _ms(percentile(latencies, q)) for q in (0.5, 0.95, 0.99)
-    }
+    total["position_latency_ms"] = _percentiles_ms(latencies)
+    total["snapshot_wait_ms"] = _percentiles_ms(total.pop("snapshot_waits"))
     total.pop("acked_by_second")
     for one in figures:
         one["positions"] = len(one.pop("latencies"))
-        one.pop("latency_at")
-        one.pop("acked_by_second")
+        for key in ("latency_at", "snapshot_waits", "acked_by_second"):
+            one.pop(key)
     print(json.dumps({"processes": figures, "total": total}, indent=2))
     return 0
+
+
+def _percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
+    return {f"p{round(q * 100)}": _ms(percentile(seconds, q)) for q in (0.5, 0.95, 0.99)}
 
 
 def _ms(seconds: float | None) -> float | None:

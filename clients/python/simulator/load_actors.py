@@ -66,6 +66,8 @@ class Tally:
     # reached it: a benchmark tells the warm-up from the steady state.
     latencies: list[float] = field(default_factory=list)
     latency_at: list[float] = field(default_factory=list)
+    # Seconds from opening a Track stream to its snapshot: what a customer waits for the map.
+    snapshot_waits: list[float] = field(default_factory=list)
     # Fixes acked, by the second (epoch) their batch was sent: the rate in steady state.
     acked_by_second: Counter[int] = field(default_factory=Counter)
 
@@ -292,9 +294,11 @@ async def watch(channel: aio.Channel, token: str, deadline: float, tally: Tally)
     try:
         async with asyncio.timeout(max(0.1, deadline - loop.time())):
             first = True
+            opened = time.monotonic()
             async for update in stream:
                 if first:
                     tally.count("snapshots")
+                    tally.snapshot_waits.append(time.monotonic() - opened)
                     first = False
                 if update.WhichOneof("update") == "position":
                     at = update.position.position_at.ToNanoseconds() / 1e9

@@ -109,7 +109,7 @@ def _drain(inbox: Inbox) -> list[str]:
     return asyncio.run(run())
 
 
-def _status(status: int) -> tracking_service_pb2.TrackResponse:
+def _status(status: common_pb2.OrderStatus) -> tracking_service_pb2.TrackResponse:
     return tracking_service_pb2.TrackResponse(status=tracking_pb2.StatusEntry(status=status))
 
 

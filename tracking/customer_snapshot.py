@@ -58,18 +58,27 @@ MAX_TOKEN_CHARS = 256
 NOT_FOUND_MESSAGE = "tracking link not found"
 EXPIRED_MESSAGE = "tracking link expired or revoked"
 
-_ORDER_BY_DIGEST = (
-    "SELECT o.order_id, o.status, coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat,"
+_ORDER_COLUMNS = (
+    "o.order_id, o.status, coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat,"
     " o.drop_off_lng, o.drop_off_start, o.drop_off_end, o.instructions,"
     " o.tracking_token_expires_at, o.tracking_token_revoked, coalesce(d.name, '') AS driver_name"
+)
+_BY_DIGEST = (
     " FROM orders o LEFT JOIN drivers d ON d.driver_id = o.driver_id"
     " WHERE o.tracking_token_digest = $1"
 )
-_TIMELINE = (
-    "SELECT to_status, at, event_type, details FROM order_events"
-    " WHERE order_id = $1 AND from_status <> to_status ORDER BY sequence"
+_ORDER_BY_DIGEST = f"SELECT {_ORDER_COLUMNS}{_BY_DIGEST}"
+# The order, its status timeline and (once delivered) its latest proof in one round trip: a
+# snapshot is built for every Track stream that opens, thousands at once after a reconnect.
+_SNAPSHOT_BY_DIGEST = (
+    f"SELECT {_ORDER_COLUMNS},"
+    " ARRAY(SELECT ROW(e.to_status, e.at, e.event_type, e.details) FROM order_events e"
+    "  WHERE e.order_id = o.order_id AND e.from_status <> e.to_status ORDER BY e.sequence)"
+    " AS timeline,"
+    " CASE WHEN o.status = $2 THEN (SELECT p.proof_id FROM proofs p"
+    "  WHERE p.order_id = o.order_id ORDER BY p.confirmed_at DESC LIMIT 1) END AS proof_id"
+    f"{_BY_DIGEST}"
 )
-_PROOF = "SELECT proof_id FROM proofs WHERE order_id = $1 ORDER BY confirmed_at DESC LIMIT 1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,55 +135,21 @@ class SnapshotBuilder:
             return await _resolve(conn, token)
 
     async def current(self, token: str) -> tuple[TrackedOrder, tracking_pb2.TrackingSnapshot]:
-        """The token's order and everything the customer sees of it right now. One slot and
-        one connection for the token check and the snapshot's queries: when thousands of
-        streams open at once, each waits in the queue once, not once per query."""
+        """The token's order and everything the customer sees of it right now: one slot and
+        one query for the token check and the order's side, then the live state."""
         _check_shape(token)
         async with self._slots:
             async with self._database.pool.acquire() as conn:
-                order = await _resolve(conn, token)
-                snapshot = self._base(order)
-                await self._fill_history(conn, snapshot, order.order_id, int(snapshot.status))
-            row = order.row
-            if snapshot.status in VISIBLE and row["driver_id"]:
-                await self._fill_live(snapshot, row["driver_id"], order.order_id)
+                row = await conn.fetchrow(
+                    _SNAPSHOT_BY_DIGEST,
+                    tracking_token_digest(token),
+                    common_pb2.ORDER_STATUS_DELIVERED,
+                )
+            order = check_token(dict(row) if row else None, dt.datetime.now(dt.UTC))
+            snapshot = _order_side(order)
+            if snapshot.status in VISIBLE and order.row["driver_id"]:
+                await self._fill_live(snapshot, order.row["driver_id"], order.order_id)
         return order, snapshot
-
-    def _base(self, order: TrackedOrder) -> tracking_pb2.TrackingSnapshot:
-        """The snapshot's fields from the order's row."""
-        row = order.row
-        status = int(row["status"])
-        snapshot = tracking_pb2.TrackingSnapshot(
-            order_id=order.order_id,
-            status=status,  # type: ignore[arg-type]
-            destination=common_pb2.LatLng(lat=row["drop_off_lat"], lng=row["drop_off_lng"]),
-            driver_name=(row["driver_name"].split() or [""])[0],
-            changes_allowed=status in CHANGEABLE,
-        )
-        _fill_window(snapshot, row)
-        instructions = json.loads(row["instructions"] or "{}")
-        json_format.ParseDict(instructions, snapshot.instructions, ignore_unknown_fields=True)
-        return snapshot
-
-    async def _fill_history(
-        self,
-        conn: Conn,
-        snapshot: tracking_pb2.TrackingSnapshot,
-        order_id: str,
-        status: int,
-    ) -> None:
-        events = await conn.fetch(_TIMELINE, order_id)
-        proof = await conn.fetchval(_PROOF, order_id) if status in FINAL else None
-        for event in events:
-            details = json.loads(event["details"] or "{}")
-            snapshot.timeline.add(
-                status=event["to_status"],
-                at=_stamp(event["at"]),
-                failure_reason=int(details.get("failure_reason", 0)),
-                detail=event["event_type"],
-            )
-        if status == common_pb2.ORDER_STATUS_DELIVERED and proof:
-            snapshot.proof_id = proof
 
     async def _fill_live(
         self, snapshot: tracking_pb2.TrackingSnapshot, driver_id: str, order_id: str
@@ -201,6 +176,32 @@ class SnapshotBuilder:
             snapshot.eta.FromMilliseconds(int(eta_ms))
         for point in parse_line(line):
             snapshot.route_line.add(lat=point.lat, lng=point.lng)
+
+
+def _order_side(order: TrackedOrder) -> tracking_pb2.TrackingSnapshot:
+    """The snapshot's fields from the order's row with its timeline and proof."""
+    row = order.row
+    status = int(row["status"])
+    snapshot = tracking_pb2.TrackingSnapshot(
+        order_id=order.order_id,
+        status=status,  # type: ignore[arg-type]
+        destination=common_pb2.LatLng(lat=row["drop_off_lat"], lng=row["drop_off_lng"]),
+        driver_name=(row["driver_name"].split() or [""])[0],
+        changes_allowed=status in CHANGEABLE,
+    )
+    _fill_window(snapshot, row)
+    instructions = json.loads(row["instructions"] or "{}")
+    json_format.ParseDict(instructions, snapshot.instructions, ignore_unknown_fields=True)
+    for to_status, at, event_type, details in row["timeline"]:
+        snapshot.timeline.add(
+            status=to_status,
+            at=_stamp(at),
+            failure_reason=int(json.loads(details or "{}").get("failure_reason", 0)),
+            detail=event_type,
+        )
+    if row["proof_id"]:
+        snapshot.proof_id = row["proof_id"]
+    return snapshot
 
 
 def _fill_window(snapshot: tracking_pb2.TrackingSnapshot, row: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import grpc
 import pytest
 from lastmile.common.v1 import common_pb2
 from lastmile.pod.v1 import pod_pb2, pod_service_pb2, pod_service_pb2_grpc
+from lastmile.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 
 from core import topics
 from core.auth import Role, issue_token
@@ -206,6 +207,15 @@ async def test_photo_proof_is_recorded_announced_and_delivers_the_order(env: Env
     finally:
         await ctx.database.stop()
     assert await env.stored(order) == (1, 1, common_pb2.ORDER_STATUS_DELIVERED)
+    # The customer's tracking page shows the delivery with its proof.
+    async with grpc.aio.insecure_channel(env.platform.addresses["tracking"]) as channel:
+        seen = await tracking_service_pb2_grpc.TrackingServiceStub(channel).GetTracking(
+            tracking_service_pb2.GetTrackingRequest(tracking_token=order.tracking_token),
+            timeout=TIMEOUT_S,
+        )
+    assert seen.snapshot.status == common_pb2.ORDER_STATUS_DELIVERED
+    assert seen.snapshot.proof_id == proof.proof_id
+    assert seen.snapshot.timeline[-1].status == common_pb2.ORDER_STATUS_DELIVERED
     # A retry after delivery still gets the record.
     assert (await env.confirm(order, _photo_request(key, photo, taken))).proof == proof
 

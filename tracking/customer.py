@@ -9,9 +9,11 @@ contains, which is harmless. Positions are forwarded only while the order is und
 snapshot's, or the last one sent since the last status change): a replayed processing round
 publishes its positions again, and a stream whose snapshot was slow to build may hold
 positions older than it. A status change seen twice (the relay delivers at least once) is
-forwarded once. A stream re-checks its token every ``track_token_check_s`` (busy or idle) and
-ends with OK once it expired or was revoked. When the hub's subscription broke and came back
-(a Redis restart), updates published in between are lost: the stream sends a new snapshot.
+forwarded once. A stream re-checks its token within every ``track_token_check_s`` (busy or
+idle; at a random point of the interval's second half, so that streams opened together do not
+check together) and ends with OK once it expired or was revoked. When the hub's subscription
+broke and came back (a Redis restart), updates published in between are lost: the stream sends
+a new snapshot.
 
 Limits per tracking link, in this process (docs/security.md): ``track_token_rate_per_s``
 requests per second (GetTracking calls and Track opens, burst ``track_token_burst``) and at
@@ -20,6 +22,7 @@ most ``track_max_streams_per_token`` open Track streams; beyond either, RESOURCE
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator
 
@@ -33,6 +36,17 @@ from core.settings import Settings
 from tracking.active_orders import VISIBLE
 from tracking.channel_hub import ChannelHub
 from tracking.customer_snapshot import FINAL, SnapshotBuilder, TrackedOrder
+
+#: The earliest share of ``track_token_check_s`` after which a stream re-checks its token.
+CHECK_SPREAD = 0.5
+
+
+def next_token_check(now: float, every_s: float) -> float:
+    """When a Track stream next re-checks its token: at a random point of the second half of
+    ``every_s``. Streams that opened together (customers reconnecting after a tracking process
+    went away) would otherwise re-check together every interval, for as long as they live:
+    thousands of token queries within a second, and positions waiting behind them."""
+    return now + every_s * random.uniform(CHECK_SPREAD, 1.0)
 
 
 class CustomerTracking:
@@ -82,14 +96,14 @@ class CustomerTracking:
             status = int(snapshot.status)
             seen = {(int(e.status), e.at.ToNanoseconds()) for e in snapshot.timeline}
             shown_ns = snapshot.position_at.ToNanoseconds()
-            next_check = time.monotonic() + self._check_s
+            next_check = next_token_check(time.monotonic(), self._check_s)
             while status not in FINAL:
                 update = await inbox.get(self._check_s)
                 if time.monotonic() >= next_check:
                     # Busy streams too: a revoked link must not live on while positions flow.
                     if not await self._still_valid(token, order):
                         return
-                    next_check = time.monotonic() + self._check_s
+                    next_check = next_token_check(time.monotonic(), self._check_s)
                 if inbox.take_missed():
                     # The hub lost Redis for a moment: what was published meanwhile is gone,
                     # so a fresh snapshot (of the order as it is now) replaces everything.

@@ -19,10 +19,11 @@ customers on the seeded orders' ``Track`` streams. Each phase is a load-mode ``P
   it at once / in batches of 5 every 5 s, a customer on every order; ping-to-customer latency
   = receive time - the newest fix's capture time (same clock). The first ``--warmup`` seconds
   after the ramp are reported apart (``customer_latency_warmup``): 10,000 streams opening
-  within seconds leave a backlog that the steady rate does not have; ``latency_timeline``
-  gives p50/p99 per 5 s over the whole phase;
+  within seconds (a snapshot for each customer) cost what the steady rate does not;
+  ``latency_timeline`` gives p50/p99 per 5 s over the whole phase, ``track_snapshot_wait``
+  how long the customers waited for their snapshots;
 * ``hold``: ``--hold`` idle driver streams and as many Track streams opened over a ramp and
-  held; how many were held at the end.
+  held; how many were held at the end (and the snapshot waits).
 
 The per-driver event rate guard of the gateway is lifted for the benchmark (flood phases send
 back to back on purpose; the guard would measure itself, not the pipeline).

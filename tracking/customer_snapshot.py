@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -30,9 +30,6 @@ from core.settings import Settings
 from tracking.active_orders import VISIBLE
 from tracking.eta import eta_key, parse_line
 from tracking.fanout import approximate
-
-if TYPE_CHECKING:
-    from core.db import Conn
 
 #: Statuses that end a Track stream (the contract's "final": nothing more to watch).
 FINAL = frozenset(
@@ -103,8 +100,8 @@ def _check_shape(token: str) -> None:
         raise NotFound(NOT_FOUND_MESSAGE)
 
 
-async def _resolve(conn: Conn, token: str) -> TrackedOrder:
-    row = await conn.fetchrow(_ORDER_BY_DIGEST, tracking_token_digest(token))
+def _checked(row: Any) -> TrackedOrder:
+    """The order of a row read by the token's digest (None: no such token), checked now."""
     return check_token(dict(row) if row else None, dt.datetime.now(dt.UTC))
 
 
@@ -132,7 +129,8 @@ class SnapshotBuilder:
         """The order a tracking token opens."""
         _check_shape(token)
         async with self._slots, self._database.pool.acquire() as conn:
-            return await _resolve(conn, token)
+            row = await conn.fetchrow(_ORDER_BY_DIGEST, tracking_token_digest(token))
+        return _checked(row)
 
     async def current(self, token: str) -> tuple[TrackedOrder, tracking_pb2.TrackingSnapshot]:
         """The token's order and everything the customer sees of it right now: one slot and
@@ -145,7 +143,7 @@ class SnapshotBuilder:
                     tracking_token_digest(token),
                     common_pb2.ORDER_STATUS_DELIVERED,
                 )
-            order = check_token(dict(row) if row else None, dt.datetime.now(dt.UTC))
+            order = _checked(row)
             snapshot = _order_side(order)
             if snapshot.status in VISIBLE and order.row["driver_id"]:
                 await self._fill_live(snapshot, order.row["driver_id"], order.order_id)

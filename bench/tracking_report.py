@@ -130,8 +130,8 @@ def warmup_lines(phases: list[dict[str, Any]]) -> list[str]:
         return []
     return [
         "Latency phases, warm-up (the streams opening: a snapshot for each customer on top of the"
-        " pings; the table's latency"
-        " is the steady state after it, `latency_timeline` in the JSON has every 5 s):",
+        " pings; the table's latency is the steady state after it, `latency_timeline` in the"
+        " JSON has every 5 s):",
         *lines,
         "",
     ]

@@ -294,9 +294,8 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": 0,
     }
     for one in figures:
-        merged["latencies"] += one.get("latencies", [])
-        merged["latency_at"] += one.get("latency_at", [])
-        merged["snapshot_waits"] += one.get("snapshot_waits", [])
+        for samples in ("latencies", "latency_at", "snapshot_waits"):
+            merged[samples] += one.get(samples, [])
         for second, fixes in one.get("acked_by_second", {}).items():
             merged["acked_by_second"][second] = merged["acked_by_second"].get(second, 0) + fixes
         merged["first_error"] = merged["first_error"] or one.get("first_error")

@@ -273,7 +273,11 @@ class Settings:
 
     # --- customer tracking: Track streams, position fan-out, ETAs (tracking) ---------------
     track_queue_size: int = _doc("Updates buffered per Track stream (oldest positions drop).", 64)
-    track_token_check_s: float = _doc("How often an idle Track stream re-checks its token.", 30.0)
+    track_token_check_s: float = _doc(
+        "How often a tracking process re-checks the links of its open Track streams (a revoked"
+        " or expired link's streams end within this).",
+        30.0,
+    )
     track_snapshot_concurrency: int = _doc(
         "Snapshots built at once per process (bounds Redis and PostgreSQL connections).", 32
     )

@@ -18,6 +18,7 @@ from tracking.eta import EtaEngine
 from tracking.fanout import PositionFanout
 from tracking.fleet_api import FleetHandlers
 from tracking.fleet_state import FleetStateHandlers
+from tracking.link_checks import LinkChecks
 from tracking.maintenance import Maintenance
 from tracking.off_route import OffRouteObserver
 from tracking.order_follow import OrderFollower
@@ -42,7 +43,8 @@ async def build(settings: Settings) -> Sequence[Component]:
     # Driver guidance: positions against the pushed route's legs (dispatch recomputes).
     processor.add_observer(OffRouteObserver(settings, bus))
     hub = ChannelHub(bus, settings.track_queue_size)
-    customer = CustomerTracking(settings, SnapshotBuilder(settings, bus, database), hub)
+    links = LinkChecks(settings, database)
+    customer = CustomerTracking(settings, SnapshotBuilder(settings, bus, database), hub, links)
     return [
         database,
         bus,
@@ -52,6 +54,7 @@ async def build(settings: Settings) -> Sequence[Component]:
         fleet,
         OrderFollower(settings, bus, database, active),
         hub,
+        links,
         *components(FleetStateHandlers(settings, bus, database, fleet.road_pool), fleet, customer),
     ]
 

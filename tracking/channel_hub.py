@@ -52,12 +52,23 @@ class Inbox:
         self._size = max(1, size)
         self._ready = asyncio.Event()
         self._missed = False
+        self._closed = False
 
     def mark_missed(self) -> None:
         """Updates may have been lost (the subscription was re-established): the stream must
         start over from a snapshot; what is queued is older than that snapshot."""
         self._missed = True
         self._ready.set()
+
+    def close(self) -> None:
+        """The stream must end (its link stopped working): wakes its reader."""
+        self._closed = True
+        self._ready.set()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     def take_missed(self) -> bool:
         """Whether updates were lost since the last call; clears the flag and the queue."""
@@ -92,7 +103,7 @@ class Inbox:
     async def get(self, wait_s: float) -> tracking_service_pb2.TrackResponse | None:
         """The next update, or None after ``wait_s`` seconds without one (or at once when
         updates were missed: see :meth:`take_missed`)."""
-        if not self._items and not self._missed:
+        if not self._items and not self._missed and not self._closed:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), wait_s)

@@ -9,9 +9,9 @@ contains, which is harmless. Positions are forwarded only while the order is und
 snapshot's, or the last one sent since the last status change): a replayed processing round
 publishes its positions again, and a stream whose snapshot was slow to build may hold
 positions older than it. A status change seen twice (the relay delivers at least once) is
-forwarded once. A stream re-checks its token within every ``track_token_check_s`` (busy or
-idle; at a random point of the interval's second half, so that streams opened together do not
-check together) and ends with OK once it expired or was revoked. When the hub's subscription
+forwarded once. A stream ends with OK once its link expired or was revoked: the process
+re-checks the links of all its streams every ``track_token_check_s``
+(:mod:`tracking.link_checks`), busy streams too. When the hub's subscription
 broke and came back (a Redis restart), updates published in between are lost: the stream sends
 a new snapshot.
 
@@ -22,8 +22,6 @@ most ``track_max_streams_per_token`` open Track streams; beyond either, RESOURCE
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import AsyncIterator
 
 from lastmile.tracking.v1 import tracking_service_pb2 as pb
@@ -35,27 +33,20 @@ from core.ratelimit import KeyedRateLimiter, StreamSlots
 from core.settings import Settings
 from tracking.active_orders import VISIBLE
 from tracking.channel_hub import ChannelHub
-from tracking.customer_snapshot import FINAL, SnapshotBuilder, TrackedOrder
-
-#: The earliest share of ``track_token_check_s`` after which a stream re-checks its token.
-CHECK_SPREAD = 0.5
-
-
-def next_token_check(now: float, every_s: float) -> float:
-    """When a Track stream next re-checks its token: at a random point of the second half of
-    ``every_s``. Streams that opened together (customers reconnecting after a tracking process
-    went away) would otherwise re-check together every interval, for as long as they live:
-    thousands of token queries within a second, and positions waiting behind them."""
-    return now + every_s * random.uniform(CHECK_SPREAD, 1.0)
+from tracking.customer_snapshot import FINAL, SnapshotBuilder
+from tracking.link_checks import LinkChecks
 
 
 class CustomerTracking:
     """The handlers behind the Tracking servicer; see the module docstring."""
 
-    def __init__(self, settings: Settings, snapshots: SnapshotBuilder, hub: ChannelHub) -> None:
-        self._check_s = settings.track_token_check_s
+    def __init__(
+        self, settings: Settings, snapshots: SnapshotBuilder, hub: ChannelHub, links: LinkChecks
+    ) -> None:
+        self._idle_s = settings.track_token_check_s
         self._snapshots = snapshots
         self._hub = hub
+        self._links = links
         self._rate = KeyedRateLimiter(
             settings.track_token_rate_per_s, settings.track_token_burst, settings.limiter_max_keys
         )
@@ -81,13 +72,17 @@ class CustomerTracking:
         if self._slots.count(key) >= self._slots.limit:
             metrics.LIMITED.labels("tracking_link_streams").inc()
         with self._slots.hold(key, "this tracking link"):
-            async for message in self._follow(request.tracking_token):
+            async for message in self._follow(request.tracking_token, key):
                 yield message
 
-    async def _follow(self, token: str) -> AsyncIterator[pb.TrackResponse]:
+    async def _follow(self, token: str, digest: str) -> AsyncIterator[pb.TrackResponse]:
         """Snapshot, then updates until the order is final or the link stops working."""
         order = await self._snapshots.resolve(token)
-        async with self._hub.watch(topics.order_channel(order.order_id)) as inbox:
+        channel = topics.order_channel(order.order_id)
+        async with (
+            self._hub.watch(channel) as inbox,
+            self._links.watch(digest, order.order_id, inbox.close),
+        ):
             # Read the order again now that the subscription is confirmed (that can take a
             # while when Redis restarts): what changed before is in the snapshot, what changes
             # after comes on the channel.
@@ -96,14 +91,10 @@ class CustomerTracking:
             status = int(snapshot.status)
             seen = {(int(e.status), e.at.ToNanoseconds()) for e in snapshot.timeline}
             shown_ns = snapshot.position_at.ToNanoseconds()
-            next_check = next_token_check(time.monotonic(), self._check_s)
             while status not in FINAL:
-                update = await inbox.get(self._check_s)
-                if time.monotonic() >= next_check:
-                    # Busy streams too: a revoked link must not live on while positions flow.
-                    if not await self._still_valid(token, order):
-                        return
-                    next_check = next_token_check(time.monotonic(), self._check_s)
+                update = await inbox.get(self._idle_s)
+                if inbox.closed:
+                    return  # the link stopped working (tracking.link_checks)
                 if inbox.take_missed():
                     # The hub lost Redis for a moment: what was published meanwhile is gone,
                     # so a fresh snapshot (of the order as it is now) replaces everything.
@@ -132,9 +123,3 @@ class CustomerTracking:
                         continue
                     shown_ns = at_ns
                 yield update
-
-    async def _still_valid(self, token: str, order: TrackedOrder) -> bool:
-        try:
-            return (await self._snapshots.resolve(token)).order_id == order.order_id
-        except ServiceError:
-            return False

@@ -3,11 +3,14 @@ the pickup and the drop-off while customers watch Track streams on two tracking 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -17,6 +20,8 @@ from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
 
 from core import topics
+from core.auth import tracking_token_digest
+from core.db import Database
 from core.geo import LatLng, haversine_m
 from core.roads import RoadNetwork
 from ops.servers import ManagedProcess
@@ -32,6 +37,7 @@ from tests.integration.customer_support import (
     wait_tracking_sees,
 )
 from tests.integration.ingest_support import DriverApp, batch, fix, now_s, token
+from tracking import link_checks
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 VALLETTA = LatLng(35.8960, 14.5110)
@@ -195,6 +201,56 @@ def test_a_customer_is_never_sent_a_position_older_than_one_they_have(
     shown = [m.position.position_at.seconds for m in customer.of_kind("position")]
     assert shown == [sent_s, sent_s + 1], shown
     assert [m.position.position_at.seconds for m in late.of_kind("position")] == [sent_s + 2]
+
+
+def test_link_checks_end_the_streams_of_revoked_expired_and_unknown_links(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One re-check reads every watched link (in batches) and ends exactly the streams whose
+    link no longer opens their order."""
+    dsn = platform.settings.database_url
+    orders = [
+        create_driver_and_order(
+            platform.settings, platform.addresses["dispatch"], f"drv-{uuid.uuid4().hex[:8]}", a, b
+        )
+        for a, b in ((VALLETTA, SLIEMA), (SLIEMA, VALLETTA), (VALLETTA, SLIEMA))
+    ]
+    (kept, kept_token), (revoked, revoked_token), (expired, expired_token) = orders
+    sql(dsn, "UPDATE orders SET tracking_token_revoked = true WHERE order_id = $1", revoked)
+    sql(
+        dsn,
+        "UPDATE orders SET tracking_token_expires_at = now() - interval '1 second'"
+        " WHERE order_id = $1",
+        expired,
+    )
+    monkeypatch.setattr(link_checks, "BATCH", 2)  # several queries for the 4 links
+    ended: list[str] = []
+
+    async def check_once() -> int:
+        database = Database(platform.settings)
+        await database.start()
+        checks = link_checks.LinkChecks(platform.settings, database)
+        watched = [
+            (kept_token, kept, "kept"),
+            (kept_token, revoked, "kept link, another order"),
+            (revoked_token, revoked, "revoked"),
+            (expired_token, expired, "expired"),
+            ("no-such-link", kept, "unknown"),
+        ]
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for link, order_id, name in watched:
+                    await stack.enter_async_context(
+                        checks.watch(
+                            tracking_token_digest(link), order_id, partial(ended.append, name)
+                        )
+                    )
+                return await checks.check()
+        finally:
+            await database.stop()
+
+    assert asyncio.run(check_once()) == 4
+    assert sorted(ended) == ["expired", "kept link, another order", "revoked", "unknown"]
 
 
 def _check_positions_on_the_road(

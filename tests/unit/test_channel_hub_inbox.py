@@ -1,6 +1,7 @@
 """A Track stream's inbox after the hub lost its subscription for a moment: the stream is
 woken at once, learns that updates were missed, and what was queued before is dropped (the
-snapshot it sends next is newer)."""
+snapshot it sends next is newer). Closed (the stream's link stopped working), it wakes its
+reader at once and for good."""
 
 from __future__ import annotations
 
@@ -36,3 +37,13 @@ async def test_updates_queued_before_the_mark_are_dropped() -> None:
     assert await inbox.get(0.01) is None
     inbox.put(_eta())
     assert await inbox.get(0.01) is not None
+
+
+async def test_closing_wakes_the_reader_at_once_and_stays_closed() -> None:
+    inbox = Inbox(8)
+    waiting = asyncio.create_task(inbox.get(30.0))
+    await asyncio.sleep(0)  # the reader waits on an empty inbox
+    inbox.close()  # its link stopped working (tracking.link_checks)
+    assert await asyncio.wait_for(waiting, 5.0) is None
+    assert inbox.closed
+    assert await asyncio.wait_for(inbox.get(30.0), 5.0) is None

@@ -15,7 +15,6 @@ from core.geo import LatLng
 from core.roads import Leg, Route, Snap
 from tracking.active_orders import ActiveOrder
 from tracking.channel_hub import Inbox
-from tracking.customer import next_token_check
 from tracking.customer_snapshot import EXPIRED_MESSAGE, NOT_FOUND_MESSAGE, check_token
 from tracking.eta_plan import DROP_OFF, PICKUP, estimate, line_continues, stops_from_orders
 from tracking.fanout import approximate
@@ -138,11 +137,3 @@ def test_a_full_inbox_drops_the_oldest_update_and_keeps_status_changes() -> None
     inbox.put(_status(common_pb2.ORDER_STATUS_DELIVERED))
 
     assert _drain(inbox) == ["status", "status", "status"]
-
-
-def test_streams_opened_together_re_check_their_tokens_spread_over_the_interval() -> None:
-    checks = [next_token_check(100.0, 30.0) for _ in range(2000)]
-    # Never later than the interval (a revoked link ends within it), never in its first half.
-    assert all(115.0 <= at <= 130.0 for at in checks)
-    # Spread over the second half, not bunched: every 1.5-s slice of it gets some.
-    assert {int((at - 115.0) // 1.5) for at in checks} >= set(range(10))

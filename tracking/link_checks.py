@@ -1,0 +1,115 @@
+"""Re-checks of the tracking links behind a process's open Track streams, one query per batch
+of links instead of one per stream.
+
+A Track stream must end once its link is revoked, has expired, or no longer opens the order it
+follows. Every ``track_token_check_s`` the process re-reads the rows of every watched link, up
+to ``BATCH`` digests a query, and ends the streams whose link failed (their ``on_end`` wakes
+them and they return). Streams checking for themselves cost one query each per interval:
+10,000 open streams made 10,000 queries, and streams opened together (a reconnect) queried
+together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from core.db import Database
+from core.errors import ServiceError
+from core.settings import Settings
+from tracking.customer_snapshot import check_token
+
+log = logging.getLogger(__name__)
+#: Links re-read per query.
+BATCH = 1000
+_LINKS = (
+    "SELECT tracking_token_digest, order_id, tracking_token_expires_at, tracking_token_revoked"
+    " FROM orders WHERE tracking_token_digest = ANY($1::text[])"
+)
+
+
+@dataclass(eq=False)
+class _Watch:
+    order_id: str
+    on_end: Callable[[], None]
+
+
+class LinkChecks:
+    """The periodic re-check (a host component); see the module docstring."""
+
+    service_names: tuple[str, ...] = ()
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self._every_s = settings.track_token_check_s
+        self._database = database
+        self._watches: dict[str, set[_Watch]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, server: object) -> None:
+        """No servicer."""
+
+    async def start(self) -> None:
+        """Start the periodic re-check."""
+        self._task = asyncio.create_task(self._run(), name="tracking-link-checks")
+
+    async def stop(self) -> None:
+        """Stop re-checking."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, digest: str, order_id: str, on_end: Callable[[], None]
+    ) -> AsyncIterator[None]:
+        """While open, ``on_end`` is called once a re-check finds that the link with this
+        digest no longer opens ``order_id``."""
+        watch = _Watch(order_id, on_end)
+        self._watches.setdefault(digest, set()).add(watch)
+        try:
+            yield
+        finally:
+            watches = self._watches.get(digest)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[digest]
+
+    async def check(self) -> int:
+        """Re-read every watched link now and end the streams of those that failed; how many
+        streams were ended."""
+        digests = list(self._watches)
+        ended = 0
+        for start in range(0, len(digests), BATCH):
+            part = digests[start : start + BATCH]
+            async with self._database.pool.acquire() as conn:
+                rows = {r["tracking_token_digest"]: r for r in await conn.fetch(_LINKS, part)}
+            now = dt.datetime.now(dt.UTC)
+            for digest in part:
+                for watch in list(self._watches.get(digest, ())):
+                    if not _opens(rows.get(digest), watch.order_id, now):
+                        watch.on_end()
+                        ended += 1
+        return ended
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("tracking link re-check failed")
+
+
+def _opens(row: Any, order_id: str, now: dt.datetime) -> bool:
+    try:
+        return check_token(dict(row) if row else None, now).order_id == order_id
+    except ServiceError:
+        return False

@@ -11,10 +11,8 @@ together.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +20,9 @@ from typing import Any
 from core.db import Database
 from core.errors import ServiceError
 from core.settings import Settings
+from core.workers import PollingWorker
 from tracking.customer_snapshot import check_token
 
-log = logging.getLogger(__name__)
 #: Links re-read per query.
 BATCH = 1000
 _LINKS = (
@@ -39,31 +37,20 @@ class _Watch:
     on_end: Callable[[], None]
 
 
-class LinkChecks:
+class LinkChecks(PollingWorker):
     """The periodic re-check (a host component); see the module docstring."""
 
-    service_names: tuple[str, ...] = ()
+    name = "tracking-link-checks"
 
     def __init__(self, settings: Settings, database: Database) -> None:
-        self._every_s = settings.track_token_check_s
+        super().__init__(settings.track_token_check_s)
         self._database = database
         self._watches: dict[str, set[_Watch]] = {}
-        self._task: asyncio.Task[None] | None = None
 
-    def register(self, server: object) -> None:
-        """No servicer."""
-
-    async def start(self) -> None:
-        """Start the periodic re-check."""
-        self._task = asyncio.create_task(self._run(), name="tracking-link-checks")
-
-    async def stop(self) -> None:
-        """Stop re-checking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def round(self) -> bool:
+        """Re-check every watched link; the next round comes after the interval."""
+        await self.check()
+        return False
 
     @contextlib.asynccontextmanager
     async def watch(
@@ -98,14 +85,6 @@ class LinkChecks:
                         watch.on_end()
                         ended += 1
         return ended
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._every_s)
-            try:
-                await self.check()
-            except Exception:
-                log.exception("tracking link re-check failed")
 
 
 def _opens(row: Any, order_id: str, now: dt.datetime) -> bool:

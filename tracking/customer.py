@@ -86,7 +86,7 @@ class CustomerTracking:
             # Read the order again now that the subscription is confirmed (that can take a
             # while when Redis restarts): what changed before is in the snapshot, what changes
             # after comes on the channel.
-            order, snapshot = await self._snapshots.current(token)
+            _, snapshot = await self._snapshots.current(token)
             yield pb.TrackResponse(snapshot=snapshot)
             status = int(snapshot.status)
             seen = {(int(e.status), e.at.ToNanoseconds()) for e in snapshot.timeline}
@@ -99,7 +99,7 @@ class CustomerTracking:
                     # The hub lost Redis for a moment: what was published meanwhile is gone,
                     # so a fresh snapshot (of the order as it is now) replaces everything.
                     try:
-                        order, snapshot = await self._snapshots.current(token)
+                        _, snapshot = await self._snapshots.current(token)
                     except ServiceError:
                         return  # the link stopped working meanwhile
                     yield pb.TrackResponse(snapshot=snapshot)

@@ -100,9 +100,9 @@ class Inbox:
         self._items.append(update)
         self._ready.set()
 
-    async def get(self, wait_s: float) -> tracking_service_pb2.TrackResponse | None:
-        """The next update, or None after ``wait_s`` seconds without one (or at once when
-        updates were missed: see :meth:`take_missed`)."""
+    async def get(self, wait_s: float | None = None) -> tracking_service_pb2.TrackResponse | None:
+        """The next update, or None after ``wait_s`` seconds without one (never, when None) or
+        at once when updates were missed (:meth:`take_missed`) or the inbox is closed."""
         if not self._items and not self._missed and not self._closed:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):

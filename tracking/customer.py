@@ -43,7 +43,6 @@ class CustomerTracking:
     def __init__(
         self, settings: Settings, snapshots: SnapshotBuilder, hub: ChannelHub, links: LinkChecks
     ) -> None:
-        self._idle_s = settings.track_token_check_s
         self._snapshots = snapshots
         self._hub = hub
         self._links = links
@@ -92,7 +91,8 @@ class CustomerTracking:
             seen = {(int(e.status), e.at.ToNanoseconds()) for e in snapshot.timeline}
             shown_ns = snapshot.position_at.ToNanoseconds()
             while status not in FINAL:
-                update = await inbox.get(self._idle_s)
+                # Woken by an update, the hub (updates missed) or the link checks (closed).
+                update = await inbox.get()
                 if inbox.closed:
                     return  # the link stopped working (tracking.link_checks)
                 if inbox.take_missed():

@@ -55,26 +55,25 @@ MAX_TOKEN_CHARS = 256
 NOT_FOUND_MESSAGE = "tracking link not found"
 EXPIRED_MESSAGE = "tracking link expired or revoked"
 
-_ORDER_COLUMNS = (
-    "o.order_id, o.status, coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat,"
-    " o.drop_off_lng, o.drop_off_start, o.drop_off_end, o.instructions,"
-    " o.tracking_token_expires_at, o.tracking_token_revoked, coalesce(d.name, '') AS driver_name"
+#: The rows :func:`check_token` reads, for a list of link digests: one link when a stream
+#: opens, all of a process's open links in :mod:`tracking.link_checks`.
+LINKS_BY_DIGESTS = (
+    "SELECT tracking_token_digest, order_id, tracking_token_expires_at, tracking_token_revoked"
+    " FROM orders WHERE tracking_token_digest = ANY($1::text[])"
 )
-_BY_DIGEST = (
-    " FROM orders o LEFT JOIN drivers d ON d.driver_id = o.driver_id"
-    " WHERE o.tracking_token_digest = $1"
-)
-_ORDER_BY_DIGEST = f"SELECT {_ORDER_COLUMNS}{_BY_DIGEST}"
 # The order, its status timeline and (once delivered) its latest proof in one round trip: a
 # snapshot is built for every Track stream that opens, thousands at once after a reconnect.
 _SNAPSHOT_BY_DIGEST = (
-    f"SELECT {_ORDER_COLUMNS},"
+    "SELECT o.order_id, o.status, coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat,"
+    " o.drop_off_lng, o.drop_off_start, o.drop_off_end, o.instructions,"
+    " o.tracking_token_expires_at, o.tracking_token_revoked, coalesce(d.name, '') AS driver_name,"
     " ARRAY(SELECT ROW(e.to_status, e.at, e.event_type, e.details) FROM order_events e"
     "  WHERE e.order_id = o.order_id AND e.from_status <> e.to_status ORDER BY e.sequence)"
     " AS timeline,"
     " CASE WHEN o.status = $2 THEN (SELECT p.proof_id FROM proofs p"
     "  WHERE p.order_id = o.order_id ORDER BY p.confirmed_at DESC LIMIT 1) END AS proof_id"
-    f"{_BY_DIGEST}"
+    " FROM orders o LEFT JOIN drivers d ON d.driver_id = o.driver_id"
+    " WHERE o.tracking_token_digest = $1"
 )
 
 
@@ -100,9 +99,9 @@ def _check_shape(token: str) -> None:
         raise NotFound(NOT_FOUND_MESSAGE)
 
 
-def _checked(row: Any) -> TrackedOrder:
-    """The order of a row read by the token's digest (None: no such token), checked now."""
-    return check_token(dict(row) if row else None, dt.datetime.now(dt.UTC))
+def checked_order(row: Any, now: dt.datetime) -> TrackedOrder:
+    """:func:`check_token` of a row read by a link's digest (None: no such link)."""
+    return check_token(dict(row) if row else None, now)
 
 
 def check_token(row: dict[str, Any] | None, now: dt.datetime) -> TrackedOrder:
@@ -129,8 +128,8 @@ class SnapshotBuilder:
         """The order a tracking token opens."""
         _check_shape(token)
         async with self._slots, self._database.pool.acquire() as conn:
-            row = await conn.fetchrow(_ORDER_BY_DIGEST, tracking_token_digest(token))
-        return _checked(row)
+            row = await conn.fetchrow(LINKS_BY_DIGESTS, [tracking_token_digest(token)])
+        return checked_order(row, dt.datetime.now(dt.UTC))
 
     async def current(self, token: str) -> tuple[TrackedOrder, tracking_pb2.TrackingSnapshot]:
         """The token's order and everything the customer sees of it right now: one slot and
@@ -143,7 +142,7 @@ class SnapshotBuilder:
                     tracking_token_digest(token),
                     common_pb2.ORDER_STATUS_DELIVERED,
                 )
-            order = _checked(row)
+            order = checked_order(row, dt.datetime.now(dt.UTC))
             snapshot = _order_side(order)
             if snapshot.status in VISIBLE and order.row["driver_id"]:
                 await self._fill_live(snapshot, order.row["driver_id"], order.order_id)

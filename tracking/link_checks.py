@@ -21,14 +21,10 @@ from core.db import Database
 from core.errors import ServiceError
 from core.settings import Settings
 from core.workers import PollingWorker
-from tracking.customer_snapshot import check_token
+from tracking.customer_snapshot import LINKS_BY_DIGESTS, checked_order
 
 #: Links re-read per query.
 BATCH = 1000
-_LINKS = (
-    "SELECT tracking_token_digest, order_id, tracking_token_expires_at, tracking_token_revoked"
-    " FROM orders WHERE tracking_token_digest = ANY($1::text[])"
-)
 
 
 @dataclass(eq=False)
@@ -77,7 +73,9 @@ class LinkChecks(PollingWorker):
         for start in range(0, len(digests), BATCH):
             part = digests[start : start + BATCH]
             async with self._database.pool.acquire() as conn:
-                rows = {r["tracking_token_digest"]: r for r in await conn.fetch(_LINKS, part)}
+                rows = {
+                    r["tracking_token_digest"]: r for r in await conn.fetch(LINKS_BY_DIGESTS, part)
+                }
             now = dt.datetime.now(dt.UTC)
             for digest in part:
                 for watch in list(self._watches.get(digest, ())):
@@ -89,6 +87,6 @@ class LinkChecks(PollingWorker):
 
 def _opens(row: Any, order_id: str, now: dt.datetime) -> bool:
     try:
-        return check_token(dict(row) if row else None, now).order_id == order_id
+        return checked_order(row, now).order_id == order_id
     except ServiceError:
         return False

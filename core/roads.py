@@ -103,18 +103,14 @@ def _answer(value: Any) -> dict[str, Any]:
 
 
 def _first_snap(answer: Any) -> Snap:
-    """The first waypoint of a Nearest answer, read from the bindings' object."""
-    waypoint = answer["waypoints"][0]
-    lng, lat = waypoint["location"]
-    return Snap(LatLng(lat, lng), float(waypoint["distance"]), str(waypoint["name"] or ""))
+    """The first waypoint of a Nearest answer."""
+    return _waypoint(answer["waypoints"][0])
 
 
-def _snap(waypoint: dict[str, Any]) -> Snap:
-    return Snap(
-        location=LatLng.from_lnglat(waypoint["location"]),
-        distance_m=float(waypoint["distance"]),
-        name=str(waypoint.get("name") or ""),
-    )
+def _waypoint(raw: Any) -> Snap:
+    """A waypoint or tracepoint, from the bindings' object or its plain-dict form."""
+    lng, lat = raw["location"]
+    return Snap(LatLng(float(lat), float(lng)), float(raw["distance"]), str(raw["name"] or ""))
 
 
 def _step(raw: dict[str, Any]) -> Step:
@@ -129,11 +125,26 @@ def _step(raw: dict[str, Any]) -> Step:
     )
 
 
-def _leg(raw: dict[str, Any]) -> Leg:
+def _leg(raw: Any) -> Leg:
+    """A leg from the bindings' object (its steps, few and only when asked, as plain dicts)."""
     return Leg(
         distance_m=float(raw["distance"]),
         duration_s=float(raw["duration"]),
-        steps=tuple(_step(step) for step in raw.get("steps", [])),
+        steps=tuple(_step(_plain(step)) for step in raw["steps"]),
+    )
+
+
+def _first_route(answer: Any) -> Route:
+    """The first route of a Route answer, read straight from the bindings' object: converting
+    the whole tree first cost more than OSRM's own search (a 400-point line on Malta: 0.5 ms
+    of conversion on top of 0.45 ms of routing)."""
+    best = answer["routes"][0]
+    return Route(
+        distance_m=float(best["distance"]),
+        duration_s=float(best["duration"]),
+        geometry=tuple(LatLng.from_lnglat(c) for c in best["geometry"]["coordinates"]),
+        legs=tuple(_leg(leg) for leg in best["legs"]),
+        waypoints=tuple(_waypoint(w) for w in answer["waypoints"]),
     )
 
 
@@ -174,15 +185,7 @@ class RoadNetwork:
             geometries="geojson",
             overview="full",
         )
-        result = self._call(self._engine.Route, params, _answer)
-        best = result["routes"][0]
-        return Route(
-            distance_m=float(best["distance"]),
-            duration_s=float(best["duration"]),
-            geometry=tuple(LatLng.from_lnglat(c) for c in best["geometry"]["coordinates"]),
-            legs=tuple(_leg(leg) for leg in best["legs"]),
-            waypoints=tuple(_snap(w) for w in result["waypoints"]),
-        )
+        return self._call(self._engine.Route, params, _first_route)
 
     def table(
         self,
@@ -259,7 +262,7 @@ class RoadNetwork:
             gaps="split",
         )
         result = self._call(self._engine.Match, params, _answer)
-        return [None if tp is None else _snap(tp) for tp in result["tracepoints"]]
+        return [None if tp is None else _waypoint(tp) for tp in result["tracepoints"]]
 
     def _radiuses(self, count: int) -> list[float | None]:
         return [self.max_snap_m] * count if self.max_snap_m is not None else []

@@ -35,7 +35,14 @@ from core.redis_scripts import Script, execute
 from core.roads import NoRoute, RoadNetwork
 from core.settings import Settings
 from tracking.active_orders import VISIBLE, ActiveOrder, ActiveOrders
-from tracking.eta_plan import OrderEta, Stop, estimate, line_continues, stops_from_orders
+from tracking.eta_plan import (
+    OrderEta,
+    Stop,
+    estimate,
+    line_continues,
+    line_text,
+    stops_from_orders,
+)
 from tracking.fanout import approximate
 from tracking.positions import PositionUpdate
 
@@ -71,10 +78,6 @@ def _mark_key(driver_id: str) -> str:
 
 def _signature(orders: Sequence[ActiveOrder]) -> str:
     return ",".join(f"{o.order_id}:{o.status}" for o in orders)
-
-
-def _line_json(line: Sequence[LatLng]) -> str:
-    return json.dumps([[round(p.lat, 6), round(p.lng, 6)] for p in line])
 
 
 def parse_line(raw: bytes | str | None) -> list[LatLng]:
@@ -213,7 +216,8 @@ class EtaEngine:
         for found, old in zip(etas, old_lines, strict=True):
             # The line starts at the driver: customers get that start only approximately.
             eta = replace(found, line=(approximate(found.line[0], decimals), *found.line[1:]))
-            line = b"" if line_continues(parse_line(old), eta.line) else line_message(eta.line)
+            text = line_text(eta.line)
+            line = b"" if line_continues((old or b"").decode(), text) else line_message(eta.line)
             _STORE.queue(
                 pipe,
                 [eta_key(eta.order_id)],
@@ -221,7 +225,7 @@ class EtaEngine:
                     fix_ms[eta.order_id],
                     int(eta.arrival.timestamp() * 1000),
                     eta.remaining_m,
-                    _line_json(eta.line),
+                    text,
                     STATE_TTL_S,
                     topics.order_channel(eta.order_id),
                     eta_message(eta),

@@ -9,6 +9,7 @@ it plus the service time spent at each of them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,10 +94,23 @@ def _nearest_index(line: Sequence[LatLng], target: LatLng, start: int) -> int:
     return best
 
 
-def line_continues(old: Sequence[LatLng], new: Sequence[LatLng], decimals: int = 5) -> bool:
-    """Whether ``new`` is ``old`` with only its start moved: the driver follows the line."""
-    if len(new) < 3 or len(old) < len(new) - 2:
+def line_text(line: Sequence[LatLng]) -> str:
+    """A line as stored with its order's ETA: JSON ``[[lat, lng], ...]``, 6 decimals."""
+    return json.dumps([[round(p.lat, 6), round(p.lng, 6)] for p in line])
+
+
+_BETWEEN_POINTS = "], ["
+
+
+def line_continues(old_text: str, new_text: str) -> bool:
+    """Whether the new line is the old one with only its start moved (the driver follows the
+    line): from its third point on, the new line ends the old one.
+
+    Both as :func:`line_text` gives them: a refresh compares its line with the stored one
+    without parsing that back (hundreds of points, each refresh)."""
+    second = new_text.find(_BETWEEN_POINTS)
+    third = new_text.find(_BETWEEN_POINTS, second + 1) if second >= 0 else -1
+    if third < 0:  # fewer than three points
         return False
-    tail = [(round(p.lat, decimals), round(p.lng, decimals)) for p in new[2:]]
-    old_tail = [(round(p.lat, decimals), round(p.lng, decimals)) for p in old[-len(tail) :]]
-    return tail == old_tail
+    tail = new_text[third + len(_BETWEEN_POINTS) - 1 :]  # "[lat, lng], ...]"
+    return old_text == "[" + tail or old_text.endswith(", " + tail)

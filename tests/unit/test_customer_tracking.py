@@ -16,7 +16,14 @@ from core.roads import Leg, Route, Snap
 from tracking.active_orders import ActiveOrder
 from tracking.channel_hub import Inbox
 from tracking.customer_snapshot import EXPIRED_MESSAGE, NOT_FOUND_MESSAGE, check_token
-from tracking.eta_plan import DROP_OFF, PICKUP, estimate, line_continues, stops_from_orders
+from tracking.eta_plan import (
+    DROP_OFF,
+    PICKUP,
+    estimate,
+    line_continues,
+    line_text,
+    stops_from_orders,
+)
 from tracking.fanout import approximate
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -59,10 +66,16 @@ def test_eta_adds_the_drive_and_the_service_times_of_earlier_stops() -> None:
 
 
 def test_a_line_continues_when_only_its_start_moved() -> None:
-    old = [A, LatLng(35.892, 14.502), B, C]
-    assert line_continues(old, [LatLng(35.891, 14.501), LatLng(35.892, 14.502), B, C])
-    assert not line_continues(old, [LatLng(35.891, 14.501), LatLng(35.892, 14.502), A, C])
-    assert not line_continues([], [A, B, C])
+    old = line_text([A, LatLng(35.892, 14.502), B, C])
+    moved = LatLng(35.891, 14.501)
+    assert line_continues(old, line_text([moved, LatLng(35.892, 14.502), B, C]))
+    assert line_continues(old, line_text([moved, moved, C]))  # a shorter tail of the old line
+    assert line_continues(line_text([B, C]), line_text([moved, moved, B, C]))
+    assert not line_continues(old, line_text([moved, LatLng(35.892, 14.502), A, C]))
+    assert not line_continues(old, line_text([moved, moved, B]))  # B is not where old ends
+    assert not line_continues(line_text([C]), line_text([moved, moved, B, C]))
+    assert not line_continues("", line_text([A, B, C]))
+    assert not line_continues(old, line_text([moved, C]))  # too short to tell
 
 
 def test_customers_see_rounded_positions() -> None:

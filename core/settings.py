@@ -274,8 +274,9 @@ class Settings:
     # --- customer tracking: Track streams, position fan-out, ETAs (tracking) ---------------
     track_queue_size: int = _doc("Updates buffered per Track stream (oldest positions drop).", 64)
     track_token_check_s: float = _doc(
-        "How often a tracking process re-checks the links of its open Track streams (a revoked"
-        " or expired link's streams end within this).",
+        "How often a tracking process re-checks the links of its open Track streams: an"
+        " expired link's streams end within this (a revoked one's at once, when dispatch's"
+        " announcement is heard; within this otherwise).",
         30.0,
     )
     track_snapshot_concurrency: int = _doc(

@@ -57,6 +57,11 @@ def order_channel(order_id: str) -> str:
     return f"lastmile:order:{order_id}"
 
 
+#: Orders whose tracking link was revoked or replaced (dispatch -> every tracking process, which
+#: re-checks the links of that order's open Track streams at once). Payload: the order id.
+TRACKING_LINKS = "lastmile:tracking-links"
+
+
 def fleet_channel(tenant_id: str) -> str:
     """Driver state changes of one tenant's drivers, for its dispatchers' views (payload:
     lastmile.tracking.v1.WatchFleetResponse). One channel per tenant, so a dashboard never

@@ -14,15 +14,19 @@ by more than the grace.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from lastmile.dispatch.v1 import order_service_pb2
 
+from core import topics
 from core.auth import Principal, new_tracking_token, tracking_token_digest
 from core.errors import InvalidArgument
 from core.settings import Settings
 from dispatch import order_store
 from dispatch.context import DispatchContext
 from dispatch.convert import now
+
+log = logging.getLogger(__name__)
 
 
 def ended_changes(settings: Settings) -> dict[str, object]:
@@ -62,6 +66,17 @@ async def revoke_tracking_token(
                 row["order_id"],
             )
     assert updated is not None  # the row was locked above
+    await _announce(ctx, updated["order_id"])
     return order_service_pb2.RevokeTrackingTokenResponse(
         order=order_store.order_message(updated), tracking_token=token
     )
+
+
+async def _announce(ctx: DispatchContext, order_id: str) -> None:
+    """Tell the tracking processes, so the link's open Track streams end now. Best effort:
+    the link is dead already for every new request, and each process re-checks its streams'
+    links every ``track_token_check_s`` anyway."""
+    try:
+        await ctx.bus.publish(topics.TRACKING_LINKS, order_id.encode())
+    except Exception as exc:
+        log.warning("link revocation not announced", extra={"order": order_id, "error": str(exc)})

@@ -43,7 +43,7 @@ async def build(settings: Settings) -> Sequence[Component]:
     # Driver guidance: positions against the pushed route's legs (dispatch recomputes).
     processor.add_observer(OffRouteObserver(settings, bus))
     hub = ChannelHub(bus, settings.track_queue_size)
-    links = LinkChecks(settings, database)
+    links = LinkChecks(settings, database, bus)
     customer = CustomerTracking(settings, SnapshotBuilder(settings, bus, database), hub, links)
     return [
         database,

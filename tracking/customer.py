@@ -9,9 +9,9 @@ contains, which is harmless. Positions are forwarded only while the order is und
 snapshot's, or the last one sent since the last status change): a replayed processing round
 publishes its positions again, and a stream whose snapshot was slow to build may hold
 positions older than it. A status change seen twice (the relay delivers at least once) is
-forwarded once. A stream ends with OK once its link expired or was revoked: the process
-re-checks the links of all its streams every ``track_token_check_s``
-(:mod:`tracking.link_checks`), busy streams too. When the hub's subscription
+forwarded once. A stream ends with OK once its link expired or was revoked: at once when
+dispatch announces the revocation, otherwise at the process's re-check of all its streams'
+links every ``track_token_check_s`` (:mod:`tracking.link_checks`), busy streams too. When the hub's subscription
 broke and came back (a Redis restart), updates published in between are lost: the stream sends
 a new snapshot.
 

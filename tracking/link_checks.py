@@ -7,24 +7,37 @@ to ``BATCH`` digests a query, and ends the streams whose link failed (their ``on
 them and they return). Streams checking for themselves cost one query each per interval:
 10,000 open streams made 10,000 queries, and streams opened together (a reconnect) queried
 together.
+
+A revocation does not wait for the next round: dispatch announces it on
+:data:`core.topics.TRACKING_LINKS` and the process re-checks the links of that order's streams
+at once. The round still catches what no announcement covers: expiry, or an announcement lost
+while Redis was away.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core import topics
+from core.bus import Bus
 from core.db import Database
 from core.errors import ServiceError
 from core.settings import Settings
 from core.workers import PollingWorker
 from tracking.customer_snapshot import LINKS_BY_DIGESTS, checked_order
 
+log = logging.getLogger(__name__)
+
 #: Links re-read per query.
 BATCH = 1000
+#: Pause before listening again after the announcements' subscription failed.
+RETRY_S = 1.0
 
 
 @dataclass(eq=False)
@@ -38,10 +51,26 @@ class LinkChecks(PollingWorker):
 
     name = "tracking-link-checks"
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, settings: Settings, database: Database, bus: Bus) -> None:
         super().__init__(settings.track_token_check_s)
         self._database = database
+        self._bus = bus
         self._watches: dict[str, set[_Watch]] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the periodic re-check and the listener of revocations."""
+        await super().start()
+        self._listener = asyncio.create_task(self._listen(), name=f"{self.name}-revocations")
+
+    async def stop(self) -> None:
+        """Stop both."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await super().stop()
 
     async def round(self) -> bool:
         """Re-check every watched link; the next round comes after the interval."""
@@ -65,10 +94,14 @@ class LinkChecks(PollingWorker):
                 if not watches:
                     del self._watches[digest]
 
-    async def check(self) -> int:
-        """Re-read every watched link now and end the streams of those that failed; how many
-        streams were ended."""
-        digests = list(self._watches)
+    async def check(self, order_id: str | None = None) -> int:
+        """Re-read every watched link now (only those of ``order_id``'s streams when given)
+        and end the streams of those that failed; how many streams were ended."""
+        digests = [
+            digest
+            for digest, watches in self._watches.items()
+            if order_id is None or any(w.order_id == order_id for w in watches)
+        ]
         ended = 0
         for start in range(0, len(digests), BATCH):
             part = digests[start : start + BATCH]
@@ -83,6 +116,18 @@ class LinkChecks(PollingWorker):
                         watch.on_end()
                         ended += 1
         return ended
+
+    async def _listen(self) -> None:
+        """Re-check an order's links as soon as dispatch announces a revocation."""
+        while True:
+            try:
+                async for _, payload in self._bus.subscribe(topics.TRACKING_LINKS):
+                    await self.check(payload.decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("revocations not heard, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(RETRY_S)
 
 
 def _opens(row: Any, order_id: str, now: dt.datetime) -> bool:

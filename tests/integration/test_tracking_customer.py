@@ -17,10 +17,12 @@ import grpc
 import pytest
 import redis
 from lastmile.common.v1 import common_pb2
+from lastmile.dispatch.v1 import order_service_pb2, order_service_pb2_grpc
 from lastmile.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
 
 from core import topics
 from core.auth import tracking_token_digest
+from core.bus import Bus
 from core.db import Database
 from core.geo import LatLng, haversine_m
 from core.roads import RoadNetwork
@@ -34,6 +36,7 @@ from tests.integration.customer_support import (
     create_driver_and_order,
     dispatch_sets_status,
     sql,
+    staff_metadata,
     wait_tracking_sees,
 )
 from tests.integration.ingest_support import DriverApp, batch, fix, now_s, token
@@ -67,6 +70,15 @@ def _position_at(seconds: int) -> Callable[[TrackResponse], bool]:
     return lambda m: (
         m.WhichOneof("update") == "position" and m.position.position_at.seconds >= seconds
     )
+
+
+def _new_order(
+    platform: Platform, pickup: LatLng = VALLETTA, drop_off: LatLng = SLIEMA
+) -> tuple[str, str]:
+    """An instant order of a new driver, through dispatch: (order id, tracking token)."""
+    driver = f"drv-{uuid.uuid4().hex[:8]}"
+    dispatch = platform.addresses["dispatch"]
+    return create_driver_and_order(platform.settings, dispatch, driver, pickup, drop_off)
 
 
 def _drive_points(roads: RoadNetwork) -> list[LatLng]:
@@ -210,9 +222,7 @@ def test_link_checks_end_the_streams_of_revoked_expired_and_unknown_links(
     link no longer opens their order."""
     dsn = platform.settings.database_url
     orders = [
-        create_driver_and_order(
-            platform.settings, platform.addresses["dispatch"], f"drv-{uuid.uuid4().hex[:8]}", a, b
-        )
+        _new_order(platform, a, b)
         for a, b in ((VALLETTA, SLIEMA), (SLIEMA, VALLETTA), (VALLETTA, SLIEMA))
     ]
     (kept, kept_token), (revoked, revoked_token), (expired, expired_token) = orders
@@ -229,7 +239,8 @@ def test_link_checks_end_the_streams_of_revoked_expired_and_unknown_links(
     async def check_once() -> int:
         database = Database(platform.settings)
         await database.start()
-        checks = link_checks.LinkChecks(platform.settings, database)
+        # Not started: a check reads PostgreSQL only (the bus carries the announcements).
+        checks = link_checks.LinkChecks(platform.settings, database, Bus(platform.settings))
         watched = [
             (kept_token, kept, "kept"),
             (kept_token, revoked, "kept link, another order"),
@@ -245,12 +256,41 @@ def test_link_checks_end_the_streams_of_revoked_expired_and_unknown_links(
                             tracking_token_digest(link), order_id, partial(ended.append, name)
                         )
                     )
+                # An announced revocation re-checks only the streams of its order.
+                assert await checks.check(revoked) == 2
+                assert sorted(ended) == ["kept link, another order", "revoked"]
+                ended.clear()
                 return await checks.check()
         finally:
             await database.stop()
 
     assert asyncio.run(check_once()) == 4
     assert sorted(ended) == ["expired", "kept link, another order", "revoked", "unknown"]
+
+
+def test_a_revoked_link_ends_its_streams_on_every_process_at_once(
+    platform: Platform, tracking_b: str
+) -> None:
+    """Dispatch announces the revocation: both processes end the link's streams now, not at
+    their next periodic re-check."""
+    assert platform.settings.track_token_check_s >= 30  # so an end within 10 s is the announcement
+    order_id, tracking_token = _new_order(platform)
+    streams = [
+        CustomerStream(a, tracking_token) for a in (platform.addresses["tracking"], tracking_b)
+    ]
+    try:
+        for stream in streams:
+            stream.wait_for(lambda m: m.WhichOneof("update") == "snapshot")
+        with grpc.insecure_channel(platform.addresses["dispatch"]) as channel:
+            # A new link replaces the old one: the old link's streams end too.
+            order_service_pb2_grpc.OrderServiceStub(channel).RevokeTrackingToken(
+                order_service_pb2.RevokeTrackingTokenRequest(order_id=order_id, issue_new=True),
+                metadata=staff_metadata(platform.settings),
+            )
+        assert [stream.wait_end(timeout=10.0) for stream in streams] == ["OK", "OK"]
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def _check_positions_on_the_road(
@@ -304,13 +344,7 @@ def _error_of(address: str, tracking_token: str) -> tuple[grpc.StatusCode, str]:
 def test_wrong_expired_or_revoked_links_get_no_data(platform: Platform) -> None:
     dsn = platform.settings.database_url
     address = platform.addresses["tracking"]
-    order_id, tracking_token = create_driver_and_order(
-        platform.settings,
-        platform.addresses["dispatch"],
-        f"drv-{uuid.uuid4().hex[:8]}",
-        VALLETTA,
-        SLIEMA,
-    )
+    order_id, tracking_token = _new_order(platform)
     assert _get_tracking(address, tracking_token).order_id == order_id
 
     code, detail = _error_of(address, tracking_token[:-2] + "xx")
@@ -334,13 +368,7 @@ def test_wrong_expired_or_revoked_links_get_no_data(platform: Platform) -> None:
 
 
 def test_tracking_through_the_edge(platform: Platform) -> None:
-    order_id, tracking_token = create_driver_and_order(
-        platform.settings,
-        platform.addresses["dispatch"],
-        f"drv-{uuid.uuid4().hex[:8]}",
-        VALLETTA,
-        SLIEMA,
-    )
+    order_id, tracking_token = _new_order(platform)
     assert _get_tracking(platform.edge_address, tracking_token).order_id == order_id
     stream = CustomerStream(platform.edge_address, tracking_token)
     try:

@@ -1,11 +1,9 @@
 """The ETA engine (a processor PositionObserver): OSRM arrivals for the customers of each
 driver, refreshed per driver when it matters, never per ping per order.
 
-A driver's ETAs are recomputed when it moved more than ``eta_refresh_distance_m`` since the
-last computation, when that is older than ``eta_refresh_interval_s``, or when its orders or
-their statuses changed. At most ``eta_max_routes_per_batch`` drivers are routed per batch
-(OSRM holds the GIL; the stalest go first, the others wait for a later batch). One OSRM
-route runs from the snapped position through the remaining stops (:mod:`tracking.eta_plan`).
+A driver's ETAs are recomputed when it moved enough, when they are old, or when its orders
+changed (:mod:`tracking.eta_refresh`), with one OSRM route from the snapped position through
+the remaining stops (:mod:`tracking.eta_plan`).
 
 Per order the result is kept in Redis (``eta_key``: ``fix_ms``, ``eta_ms``, ``remaining_m``,
 ``line`` as JSON ``[[lat, lng], ...]``) for snapshots, published as ``TrackResponse{eta}`` (and
@@ -30,7 +28,7 @@ from lastmile.tracking.v1 import tracking_service_pb2
 from core import topics
 from core.bus import Bus
 from core.db import Database
-from core.geo import LatLng, haversine_m
+from core.geo import LatLng
 from core.redis_scripts import Script, execute
 from core.roads import NoRoute, RoadNetwork
 from core.settings import Settings
@@ -43,6 +41,7 @@ from tracking.eta_plan import (
     line_text,
     stops_from_orders,
 )
+from tracking.eta_refresh import RefreshPolicy
 from tracking.fanout import approximate
 from tracking.positions import PositionUpdate
 
@@ -72,10 +71,6 @@ def eta_key(order_id: str) -> str:
     return f"lastmile:eta:order:{order_id}"
 
 
-def _mark_key(driver_id: str) -> str:
-    return f"lastmile:eta:driver:{driver_id}"
-
-
 def _signature(orders: Sequence[ActiveOrder]) -> str:
     return ",".join(f"{o.order_id}:{o.status}" for o in orders)
 
@@ -101,6 +96,7 @@ class EtaEngine:
         self._database = database
         self._roads = roads
         self._active = active
+        self._refresh = RefreshPolicy(settings)
 
     async def on_positions(self, updates: Sequence[PositionUpdate]) -> None:
         """Refresh the ETAs of the drivers of this batch that need it."""
@@ -110,7 +106,8 @@ class EtaEngine:
         serving = [u for u in updates if any(o.status in VISIBLE for o in orders[u.driver_id])]
         if not serving:
             return
-        due = await self._due(serving, orders)
+        signatures = {u.driver_id: _signature(orders[u.driver_id]) for u in serving}
+        due = self._refresh.due(serving, signatures, time.time())
         if not due:
             return
         stops = await self._planned_stops(due, orders)
@@ -122,32 +119,9 @@ class EtaEngine:
                 visible, self._settings.eta_pickup_service_s, self._settings.eta_drop_off_service_s
             )
             results.append((update, self._route(update, driver_stops, visible, now)))
-        await self._store_and_publish(results, orders)
+        await self._store_and_publish(results)
+        self._refresh.computed(due, signatures, time.time())
         await self._record(results, now)
-
-    async def _due(
-        self, updates: Sequence[PositionUpdate], orders: dict[str, list[ActiveOrder]]
-    ) -> list[PositionUpdate]:
-        """The drivers to route now: moved, stale or changed orders; stalest first, bounded."""
-        pipe = self._bus.redis.pipeline(transaction=False)
-        for update in updates:
-            pipe.hmget(_mark_key(update.driver_id), ["lat", "lng", "at", "sig"])
-        marks = await pipe.execute()
-        now_s = time.time()
-        candidates: list[tuple[float, PositionUpdate]] = []
-        for update, (lat, lng, at, sig) in zip(updates, marks, strict=True):
-            signature = _signature(orders[update.driver_id])
-            if lat is None or at is None or (sig or b"").decode() != signature:
-                candidates.append((0.0, update))
-                continue
-            age = now_s - float(at)
-            moved = haversine_m(LatLng(float(lat), float(lng)), update.shown)
-            if age >= self._settings.eta_refresh_interval_s or (
-                moved >= self._settings.eta_refresh_distance_m
-            ):
-                candidates.append((float(at), update))
-        candidates.sort(key=lambda c: c[0])
-        return [u for _, u in candidates[: self._settings.eta_max_routes_per_batch]]
 
     async def _planned_stops(
         self, due: Sequence[PositionUpdate], orders: dict[str, list[ActiveOrder]]
@@ -198,7 +172,6 @@ class EtaEngine:
     async def _store_and_publish(
         self,
         results: Sequence[tuple[PositionUpdate, list[OrderEta]]],
-        orders: dict[str, list[ActiveOrder]],
     ) -> None:
         redis = self._bus.redis
         read = redis.pipeline(transaction=False)
@@ -232,18 +205,6 @@ class EtaEngine:
                     line,
                 ],
             )
-        now_s = time.time()
-        for update, _ in results:
-            pipe.hset(
-                _mark_key(update.driver_id),
-                mapping={
-                    "lat": update.shown.lat,
-                    "lng": update.shown.lng,
-                    "at": now_s,
-                    "sig": _signature(orders[update.driver_id]),
-                },
-            )
-            pipe.expire(_mark_key(update.driver_id), STATE_TTL_S)
         await execute(pipe, redis)
 
     async def _record(

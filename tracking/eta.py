@@ -15,6 +15,7 @@ and recorded in ``eta_predictions`` so the error against the actual arrival can 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -119,6 +120,9 @@ class EtaEngine:
                 visible, self._settings.eta_pickup_service_s, self._settings.eta_drop_off_service_s
             )
             results.append((update, self._route(update, driver_stops, visible, now)))
+            # A route holds the loop for a millisecond or two: let the Track streams send the
+            # positions just published between routes, not after all of them.
+            await asyncio.sleep(0)
         await self._store_and_publish(results)
         self._refresh.computed(due, signatures, time.time())
         await self._record(results, now)

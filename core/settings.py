@@ -279,8 +279,10 @@ class Settings:
         " announcement is heard; within this otherwise).",
         30.0,
     )
-    track_snapshot_concurrency: int = _doc(
-        "Snapshots built at once per process (bounds Redis and PostgreSQL connections).", 32
+    track_snapshot_batch: int = _doc(
+        "Most Track streams opening together whose link, order or live state one query reads"
+        " (streams opening at once share queries, one of each kind at a time per process).",
+        200,
     )
     customer_position_decimals: int = _doc(
         "Decimals of lat/lng shown to customers (4 = about 11 m: approximate).", 4

@@ -9,7 +9,6 @@ is under way with that driver (TO_PICKUP..NEARBY), road-snapped and rounded.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import tracking_pb2
 
 from core.auth import tracking_token_digest
+from core.batching import BatchLoader
 from core.bus import Bus
 from core.db import Database
 from core.errors import InvalidArgument, NotFound, Unauthenticated
@@ -61,10 +61,11 @@ LINKS_BY_DIGESTS = (
     "SELECT tracking_token_digest, order_id, tracking_token_expires_at, tracking_token_revoked"
     " FROM orders WHERE tracking_token_digest = ANY($1::text[])"
 )
-# The order, its status timeline and (once delivered) its latest proof in one round trip: a
-# snapshot is built for every Track stream that opens, thousands at once after a reconnect.
-_SNAPSHOT_BY_DIGEST = (
-    "SELECT o.order_id, o.status, coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat,"
+# The orders, their status timelines and (once delivered) their latest proofs in one round
+# trip: a snapshot is built for every Track stream that opens, thousands at once after a
+# reconnect, and streams opening together share the query.
+_SNAPSHOTS_BY_DIGESTS = (
+    "SELECT o.tracking_token_digest, o.order_id, o.status, coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat,"
     " o.drop_off_lng, o.drop_off_start, o.drop_off_end, o.instructions,"
     " o.tracking_token_expires_at, o.tracking_token_revoked, coalesce(d.name, '') AS driver_name,"
     " ARRAY(SELECT ROW(e.to_status, e.at, e.event_type, e.details) FROM order_events e"
@@ -73,8 +74,10 @@ _SNAPSHOT_BY_DIGEST = (
     " CASE WHEN o.status = $2 THEN (SELECT p.proof_id FROM proofs p"
     "  WHERE p.order_id = o.order_id ORDER BY p.confirmed_at DESC LIMIT 1) END AS proof_id"
     " FROM orders o LEFT JOIN drivers d ON d.driver_id = o.driver_id"
-    " WHERE o.tracking_token_digest = $1"
+    " WHERE o.tracking_token_digest = ANY($1::text[])"
 )
+_DRIVER_FIELDS = ("snapped_lat", "snapped_lng", "lat", "lng", "heading", "position_at")
+_ETA_FIELDS = ("eta_ms", "line")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,49 +118,68 @@ def check_token(row: dict[str, Any] | None, now: dt.datetime) -> TrackedOrder:
 
 
 class SnapshotBuilder:
-    """Resolves tokens and builds snapshots; see the module docstring."""
+    """Resolves tokens and builds snapshots; see the module docstring.
+
+    Each of its three reads (a link, an order's side, the live state) goes through a
+    :class:`core.batching.BatchLoader`: streams opening together share round trips, up to
+    ``track_snapshot_batch`` a query, one query of each kind at a time per process.
+    """
 
     def __init__(self, settings: Settings, bus: Bus, database: Database) -> None:
         self._decimals = settings.customer_position_decimals
         self._bus = bus
         self._database = database
-        # Thousands of streams opening at once queue here instead of exhausting the pools.
-        self._slots = asyncio.Semaphore(max(1, settings.track_snapshot_concurrency))
+        batch = settings.track_snapshot_batch
+        self._links = BatchLoader(self._links_by_digest, batch)
+        self._orders = BatchLoader(self._orders_by_digest, batch)
+        self._live = BatchLoader(self._live_by_order, batch)
 
     async def resolve(self, token: str) -> TrackedOrder:
         """The order a tracking token opens."""
         _check_shape(token)
-        async with self._slots, self._database.pool.acquire() as conn:
-            row = await conn.fetchrow(LINKS_BY_DIGESTS, [tracking_token_digest(token)])
+        row = await self._links.load(tracking_token_digest(token))
         return checked_order(row, dt.datetime.now(dt.UTC))
 
     async def current(self, token: str) -> tuple[TrackedOrder, tracking_pb2.TrackingSnapshot]:
-        """The token's order and everything the customer sees of it right now: one slot and
-        one query for the token check and the order's side, then the live state."""
+        """The token's order and everything the customer sees of it right now: the token
+        check and the order's side in one query, then the live state."""
         _check_shape(token)
-        async with self._slots:
-            async with self._database.pool.acquire() as conn:
-                row = await conn.fetchrow(
-                    _SNAPSHOT_BY_DIGEST,
-                    tracking_token_digest(token),
-                    common_pb2.ORDER_STATUS_DELIVERED,
-                )
-            order = checked_order(row, dt.datetime.now(dt.UTC))
-            snapshot = _order_side(order)
-            if snapshot.status in VISIBLE and order.row["driver_id"]:
-                await self._fill_live(snapshot, order.row["driver_id"], order.order_id)
+        row = await self._orders.load(tracking_token_digest(token))
+        order = checked_order(row, dt.datetime.now(dt.UTC))
+        snapshot = _order_side(order)
+        if snapshot.status in VISIBLE and order.row["driver_id"]:
+            live = await self._live.load((order.row["driver_id"], order.order_id))
+            if live is not None:
+                self._fill_live(snapshot, *live)
         return order, snapshot
 
-    async def _fill_live(
-        self, snapshot: tracking_pb2.TrackingSnapshot, driver_id: str, order_id: str
-    ) -> None:
+    async def _links_by_digest(self, digests: list[str]) -> dict[str, Any]:
+        async with self._database.pool.acquire() as conn:
+            rows = await conn.fetch(LINKS_BY_DIGESTS, digests)
+        return {row["tracking_token_digest"]: row for row in rows}
+
+    async def _orders_by_digest(self, digests: list[str]) -> dict[str, Any]:
+        async with self._database.pool.acquire() as conn:
+            rows = await conn.fetch(
+                _SNAPSHOTS_BY_DIGESTS, digests, common_pb2.ORDER_STATUS_DELIVERED
+            )
+        return {row["tracking_token_digest"]: row for row in rows}
+
+    async def _live_by_order(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[list[Any], list[Any]]]:
+        """The driver's live fields and the order's ETA fields, per (driver, order)."""
         pipe = self._bus.redis.pipeline(transaction=False)
-        pipe.hmget(
-            driver_key(driver_id),
-            ["snapped_lat", "snapped_lng", "lat", "lng", "heading", "position_at"],
-        )
-        pipe.hmget(eta_key(order_id), ["eta_ms", "line"])
-        (slat, slng, lat, lng, heading, at_ms), (eta_ms, line) = await pipe.execute()
+        for driver_id, order_id in keys:
+            pipe.hmget(driver_key(driver_id), _DRIVER_FIELDS)
+            pipe.hmget(eta_key(order_id), _ETA_FIELDS)
+        replies = await pipe.execute()
+        return {key: (replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(keys)}
+
+    def _fill_live(
+        self, snapshot: tracking_pb2.TrackingSnapshot, driver: list[Any], eta: list[Any]
+    ) -> None:
+        (slat, slng, lat, lng, heading, at_ms), (eta_ms, line) = driver, eta
         if (slat and slng) or (lat and lng):
             exact = (
                 LatLng(float(slat), float(slng))

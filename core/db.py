@@ -116,6 +116,15 @@ async def drop_history_partitions_before(conn: Conn, cutoff: dt.date) -> list[st
     return dropped
 
 
+async def keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """What a connection goes back to the pool with: asyncpg still rolls back a transaction
+    left open, and nothing else needs undoing, because the platform keeps no session state
+    (advisory locks are transaction-level; no LISTEN, no SET; tests/unit/test_session_state.py
+    guards this). asyncpg's default reset is a query on every release: a round trip and ~3 % of
+    a tracking process's samples while thousands of Track streams open."""
+    del conn
+
+
 class Database:
     """The process's connection pool; migrates the schema when it starts."""
 
@@ -145,6 +154,7 @@ class Database:
             # into an error the caller sees instead of a call that never returns.
             timeout=self._settings.db_connect_timeout_s,
             command_timeout=self._settings.db_command_timeout_s,
+            reset=keep_session,
         )
         async with self._pool.acquire() as conn:
             await migrate(conn)

@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 
 GROUP = "tracking"
 RETRY_S = 1.0
-#: Drivers snapped (about 50 µs each) before the round lets other tasks run.
-SNAPS_BETWEEN_YIELDS = 50
 FIXES = Counter("lastmile_tracking_fixes_processed_total", "Fixes written to live state+history.")
 BATCH_FIXES = Histogram(
     "lastmile_tracking_batch_fixes",
@@ -253,17 +251,13 @@ class Processor:
         latest: list[Fix] = []
         per_driver: dict[str, tuple[Fix, ...]] = {}
         with _STEPS["snap"].time():
-            for index, fixes in enumerate(by_driver.values(), 1):
+            for fixes in by_driver.values():
                 fixes.sort(key=lambda f: f.at)
                 snapped = self._snapper.snap(fixes)
                 done = tuple(_with_snap(f, s) for f, s in zip(fixes, snapped, strict=True))
                 per_driver[done[0].driver_id] = done
                 all_fixes += done
                 latest.append(done[-1])
-                if index % SNAPS_BETWEEN_YIELDS == 0:
-                    # A large round snaps for tens of milliseconds: let the Track streams and
-                    # the servers' other calls run in between.
-                    await asyncio.sleep(0)
         with _STEPS["live_state"].time():
             states = await self.live.advance(latest)
         updates = _updates(latest, states, per_driver)

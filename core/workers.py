@@ -9,8 +9,17 @@ import abc
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (None: nothing to do) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class PollingWorker(abc.ABC):
@@ -34,11 +43,8 @@ class PollingWorker(abc.ABC):
 
     async def stop(self) -> None:
         """Stop the loop; whatever it had not committed is done again by the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     @abc.abstractmethod
     async def round(self) -> bool:

@@ -25,7 +25,6 @@ once idle for ``order_consumer_claim_idle_ms``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from typing import Any
@@ -38,6 +37,7 @@ from core import topics
 from core.bus import StreamEntry
 from core.errors import ServiceError
 from core.outages import is_outage
+from core.workers import cancel
 from dispatch import failures, off_route, offers, progress, route_acks, route_store
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
@@ -82,10 +82,7 @@ class DriverEventConsumer:
 
     async def stop(self) -> None:
         """Stop consuming; unacked entries stay pending for the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         settings = self._ctx.settings

@@ -18,7 +18,6 @@ which dispatch owns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -37,6 +36,7 @@ from core import live_state_keys as keys
 from core.geo import LatLng
 from core.roads import Matrix, RoadNetwork, graph_exists
 from core.settings import Settings
+from core.workers import cancel
 from dispatch import matching, offers, origin_orders
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
@@ -110,10 +110,7 @@ class InstantDispatcher:
     async def stop(self) -> None:
         """Stop both loops; offers in flight stay in Redis and expire as usual."""
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
 
     async def _rounds(self) -> None:
         settings = self._ctx.settings

@@ -27,6 +27,7 @@ from lastmile.tracking.v1 import tracking_pb2, tracking_service_pb2
 
 from core import topics
 from core.errors import InvalidArgument
+from core.workers import cancel
 from dispatch.context import DispatchContext
 from dispatch.convert import message_from_json
 
@@ -56,11 +57,8 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Stop the loop; unpublished rows wait in the table for the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         settings = self._ctx.settings

@@ -11,7 +11,6 @@ turns the schedule off (PlanWave by hand still works).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from lastmile.dispatch.v1 import dispatch_service_pb2 as pb
 
 from core.auth import Principal, Role, set_current_principal
 from core.errors import ServiceError
+from core.workers import cancel
 from dispatch import origin_orders
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
@@ -55,10 +55,7 @@ class WaveScheduler:
 
     async def stop(self) -> None:
         """Stop the timer (a wave being stored finishes its current transaction first)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         while True:

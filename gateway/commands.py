@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from core import topics
 from core.bus import Bus
+from core.workers import cancel
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,8 @@ class CommandRouter:
 
     async def stop(self) -> None:
         """Unsubscribe."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def attach(self, driver_id: str, sink: Sink) -> Callable[[], None]:
         """Deliver the driver's commands to ``sink`` until the returned function is called."""

@@ -14,7 +14,6 @@ the process keeps a handful of connections whatever the number of streams.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from core import route_plans, topics
 from core.bus import Bus
 from core.redis_scripts import Script, execute
 from core.settings import Settings
+from core.workers import cancel
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +102,8 @@ class Enqueuer:
 
     async def stop(self) -> None:
         """Stop the sender (streams are closed by then: nothing is waiting)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     @property
     def redis(self) -> Any:

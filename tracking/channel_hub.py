@@ -27,6 +27,7 @@ from redis.asyncio.client import PubSub
 
 from core.bus import Bus
 from core.errors import Unavailable
+from core.workers import cancel
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
@@ -136,11 +137,8 @@ class ChannelHub:
 
     async def stop(self) -> None:
         """Stop reading and close the connection (streams have drained by now)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             self._pubsub = None

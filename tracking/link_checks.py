@@ -29,7 +29,7 @@ from core.bus import Bus
 from core.db import Database
 from core.errors import ServiceError
 from core.settings import Settings
-from core.workers import PollingWorker
+from core.workers import PollingWorker, cancel
 from tracking.customer_snapshot import LINKS_BY_DIGESTS, checked_order
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,8 @@ class LinkChecks(PollingWorker):
 
     async def stop(self) -> None:
         """Stop both."""
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await cancel(self._listener)
+        self._listener = None
         await super().stop()
 
     async def round(self) -> bool:

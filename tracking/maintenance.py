@@ -9,7 +9,6 @@ serialized by an advisory lock and dropping a missing table is harmless to retry
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -19,6 +18,7 @@ from prometheus_client import Gauge
 from core.bus import Bus
 from core.db import Database
 from core.settings import Settings
+from core.workers import cancel
 from tracking.history import History
 from tracking.processor import GROUP, shard_streams
 
@@ -54,9 +54,7 @@ class Maintenance:
     async def stop(self) -> None:
         """Cancel the loops."""
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         self._tasks = []
 
     async def retain(self) -> None:

@@ -24,6 +24,7 @@ from core import topics
 from core.bus import Bus
 from core.db import Database
 from core.settings import Settings
+from core.workers import cancel
 from tracking.active_orders import ActiveOrders
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,8 @@ class OrderFollower:
 
     async def stop(self) -> None:
         """Stop following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         cursor = "$"

@@ -6,12 +6,12 @@ callbacks arrive through dispatch.providers.callbacks)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from lastmile.dispatch.v1 import dispatch_pb2
 
+from core.workers import cancel
 from dispatch import areas, order_store, progress
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
@@ -56,10 +56,7 @@ class ProviderWorker:
 
     async def stop(self) -> None:
         """Stop the loop and the endpoint."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         await self.callbacks.stop()
 
     async def _run(self) -> None:

@@ -21,6 +21,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from core import metrics
+from core.workers import cancel
 from dispatch.context import DispatchContext
 from dispatch.webhooks import queue
 from dispatch.webhooks.queue import Claimed, Outcome
@@ -104,9 +105,7 @@ class WebhookSender:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self._timeout_s + 2.0)
             except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await cancel(self._task)
             self._task = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 

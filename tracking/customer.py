@@ -11,9 +11,9 @@ publishes its positions again, and a stream whose snapshot was slow to build may
 positions older than it. A status change seen twice (the relay delivers at least once) is
 forwarded once. A stream ends with OK once its link expired or was revoked: at once when
 dispatch announces the revocation, otherwise at the process's re-check of all its streams'
-links every ``track_token_check_s`` (:mod:`tracking.link_checks`), busy streams too. When the hub's subscription
-broke and came back (a Redis restart), updates published in between are lost: the stream sends
-a new snapshot.
+links every ``track_token_check_s`` (:mod:`tracking.link_checks`), busy streams too. When the
+hub's subscription broke and came back (a Redis restart), updates published in between are
+lost: the stream sends a new snapshot.
 
 Limits per tracking link, in this process (docs/security.md): ``track_token_rate_per_s``
 requests per second (GetTracking calls and Track opens, burst ``track_token_burst``) and at

@@ -55,9 +55,9 @@ MAX_TOKEN_CHARS = 256
 NOT_FOUND_MESSAGE = "tracking link not found"
 EXPIRED_MESSAGE = "tracking link expired or revoked"
 
-#: The rows :func:`check_token` reads, for a list of link digests: one link when a stream
-#: opens, all of a process's open links in :mod:`tracking.link_checks`.
-LINKS_BY_DIGESTS = (
+# The rows :func:`check_token` reads, for a list of link digests: streams opening together,
+# or a batch of a process's open links in :mod:`tracking.link_checks`.
+_LINKS_BY_DIGESTS = (
     "SELECT tracking_token_digest, order_id, tracking_token_expires_at, tracking_token_revoked"
     " FROM orders WHERE tracking_token_digest = ANY($1::text[])"
 )
@@ -65,8 +65,8 @@ LINKS_BY_DIGESTS = (
 # trip: a snapshot is built for every Track stream that opens, thousands at once after a
 # reconnect, and streams opening together share the query.
 _SNAPSHOTS_BY_DIGESTS = (
-    "SELECT o.tracking_token_digest, o.order_id, o.status, coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat,"
-    " o.drop_off_lng, o.drop_off_start, o.drop_off_end, o.instructions,"
+    "SELECT o.tracking_token_digest, o.order_id, o.status,"
+    " coalesce(o.driver_id, '') AS driver_id, o.drop_off_lat, o.drop_off_lng, o.drop_off_start, o.drop_off_end, o.instructions,"
     " o.tracking_token_expires_at, o.tracking_token_revoked, coalesce(d.name, '') AS driver_name,"
     " ARRAY(SELECT ROW(e.to_status, e.at, e.event_type, e.details) FROM order_events e"
     "  WHERE e.order_id = o.order_id AND e.from_status <> e.to_status ORDER BY e.sequence)"
@@ -105,6 +105,13 @@ def _check_shape(token: str) -> None:
 def checked_order(row: Any, now: dt.datetime) -> TrackedOrder:
     """:func:`check_token` of a row read by a link's digest (None: no such link)."""
     return check_token(dict(row) if row else None, now)
+
+
+async def read_links(database: Database, digests: list[str]) -> dict[str, Any]:
+    """The link rows of these digests, by digest (unknown ones absent), in one query."""
+    async with database.pool.acquire() as conn:
+        rows = await conn.fetch(_LINKS_BY_DIGESTS, digests)
+    return {row["tracking_token_digest"]: row for row in rows}
 
 
 def check_token(row: dict[str, Any] | None, now: dt.datetime) -> TrackedOrder:
@@ -154,9 +161,7 @@ class SnapshotBuilder:
         return order, snapshot
 
     async def _links_by_digest(self, digests: list[str]) -> dict[str, Any]:
-        async with self._database.pool.acquire() as conn:
-            rows = await conn.fetch(LINKS_BY_DIGESTS, digests)
-        return {row["tracking_token_digest"]: row for row in rows}
+        return await read_links(self._database, digests)
 
     async def _orders_by_digest(self, digests: list[str]) -> dict[str, Any]:
         async with self._database.pool.acquire() as conn:

@@ -30,7 +30,7 @@ from core.db import Database
 from core.errors import ServiceError
 from core.settings import Settings
 from core.workers import PollingWorker, cancel
-from tracking.customer_snapshot import LINKS_BY_DIGESTS, checked_order
+from tracking.customer_snapshot import checked_order, read_links
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,7 @@ class LinkChecks(PollingWorker):
         ended = 0
         for start in range(0, len(digests), BATCH):
             part = digests[start : start + BATCH]
-            async with self._database.pool.acquire() as conn:
-                rows = {
-                    r["tracking_token_digest"]: r for r in await conn.fetch(LINKS_BY_DIGESTS, part)
-                }
+            rows = await read_links(self._database, part)
             now = dt.datetime.now(dt.UTC)
             for digest in part:
                 for watch in list(self._watches.get(digest, ())):

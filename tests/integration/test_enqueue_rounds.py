@@ -18,7 +18,7 @@ from tests.integration.orders_support import own_redis_db
 
 pytestmark = pytest.mark.integration
 # A database of its own (others: see orders_support.own_redis_db).
-REDIS_DB = 12
+REDIS_DB = 11
 STREAM = "test:enqueue:pings"
 
 

@@ -74,3 +74,10 @@ async def _again(client: Any, call: tuple[Any, ...]) -> Any:
         return await client.execute_command(*call)
     except Exception as exc:
         return exc
+
+
+def per_call[T](items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` in runs of at most ``size``, in order: one script call each. Batching many
+    items into a call saves redis-py's per-command CPU; Redis serves no one else while a
+    script runs, so a call is bounded."""
+    return [items[first : first + size] for first in range(0, len(items), size)]

@@ -3,9 +3,9 @@
 Each event is appended by a Lua script that, atomically, compares its seq with the driver's
 last accepted seq, appends it to its stream (the driver's ping shard for locations,
 ``DRIVER_EVENTS`` for the rest) and records the new last seq; one script call takes up to
-``EVENTS_PER_CALL`` events, in order. A duplicate (seq at or below the
-last accepted one) is not appended. Because the last seq lives in Redis next to the stream, a
-gateway restart or a reconnect to another gateway process continues where the last ack left.
+``EVENTS_PER_CALL`` events, in order. A duplicate (seq at or below the last accepted one) is
+not appended. Because the last seq lives in Redis next to the stream, a gateway restart or a
+reconnect to another gateway process continues where the last ack left.
 
 Group commit: events from all streams of the process are queued and sent together, one
 pipeline (one round trip) per batch, so the Redis round trips per second stay bounded and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from prometheus_client import Counter, Histogram
 
 from core import route_plans, topics
 from core.bus import Bus
-from core.redis_scripts import Script, execute
+from core.redis_scripts import Script, execute, per_call
 from core.settings import Settings
 from core.workers import cancel
 
@@ -163,7 +164,7 @@ class Enqueuer:
         ROUND_SIZE.observe(len(items))
         appends = [item for item in items if item.stream]
         peeks = [item for item in items if not item.stream]
-        calls = [appends[i : i + EVENTS_PER_CALL] for i in range(0, len(appends), EVENTS_PER_CALL)]
+        calls = per_call(appends, EVENTS_PER_CALL)
         try:
             pipe = self._bus.redis.pipeline(transaction=False)
             for call in calls:
@@ -195,7 +196,7 @@ class Enqueuer:
                 )
 
 
-def _queue_appends(pipe: Any, items: list[_Item], maxlen: int) -> None:
+def _queue_appends(pipe: Any, items: Sequence[_Item], maxlen: int) -> None:
     """One script call appending ``items`` in order."""
     keys: list[str] = []
     arguments: list[Any] = [maxlen]
@@ -205,7 +206,7 @@ def _queue_appends(pipe: Any, items: list[_Item], maxlen: int) -> None:
     _APPEND.queue(pipe, keys, arguments)
 
 
-def _settle_appends(items: list[_Item], reply: Any) -> None:
+def _settle_appends(items: Sequence[_Item], reply: Any) -> None:
     """Resolve each item of a script call from its reply (an error fails them all)."""
     for index, item in enumerate(items):
         if item.done.done():  # the stream went away meanwhile

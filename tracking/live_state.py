@@ -25,7 +25,7 @@ from lastmile.tracking.v1 import tracking_pb2
 
 from core.geo import LatLng
 from core.live_state_keys import DRIVERS_GEO, FIELD_TENANT, driver_key
-from core.redis_scripts import Script, execute
+from core.redis_scripts import Script, execute, per_call
 from tracking.positions import Fix
 
 # The key names are the contract with the readers (fleet search, geofences): core.live_state_keys.
@@ -95,8 +95,7 @@ class LiveState:
         if not latest:
             return []
         pipe = self._redis.pipeline(transaction=False)
-        for first in range(0, len(latest), DRIVERS_PER_CALL):
-            chunk = latest[first : first + DRIVERS_PER_CALL]
+        for chunk in per_call(latest, DRIVERS_PER_CALL):
             arguments: list[str | int] = []
             for fix in chunk:
                 arguments += _arguments(fix)

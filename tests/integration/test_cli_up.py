@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import io
 import os
+import random
 import re
 import shutil
 import signal
@@ -23,7 +24,7 @@ import redis
 
 from core.objects import s3_client
 from core.settings import Settings
-from ops.servers.process import free_port, port_is_free
+from ops.servers.process import port_is_free
 from ops.stack import SERVICES
 from tests.helpers import wait_until
 from tests.integration.conftest import REPO
@@ -37,13 +38,30 @@ STOP_TIMEOUT_S = 60.0
 COMPONENTS = 9
 
 
+# The stack's ports are chosen once and bound twice (up, stop, up again), minutes apart. A port
+# from the kernel's ephemeral range can meanwhile become the local end of some outgoing
+# connection (it did: the second up's metrics server found its port in use), so they are
+# taken below that range (32768+ on Linux), where no outgoing connection gets its port.
+_LOW, _HIGH = 11000, 22000
+_chosen: set[int] = set()
+
+
 def _free_block(size: int) -> int:
-    """A port ``p`` with ``p .. p + size - 1`` all free (the services' metrics ports)."""
-    for _ in range(100):
-        first = free_port()
-        if first + size < 65536 and all(port_is_free(first + i) for i in range(size)):
+    """A port ``p`` below the ephemeral range with ``p .. p + size - 1`` all free and not
+    chosen before."""
+    rng = random.SystemRandom()
+    for _ in range(500):
+        first = rng.randrange(_LOW, _HIGH - size)
+        block = set(range(first, first + size))
+        if not block & _chosen and all(port_is_free(port) for port in block):
+            _chosen.update(block)
             return first
-    raise RuntimeError(f"no block of {size} free ports")
+    raise RuntimeError(f"no block of {size} free ports in [{_LOW}, {_HIGH})")
+
+
+def _port() -> int:
+    """One free port below the ephemeral range, not chosen before."""
+    return _free_block(1)
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +77,16 @@ def stack_env(road_graph: Path) -> Iterator[dict[str, str]]:
             "LASTMILE_DATA_DIR": str(data_dir),
             "LASTMILE_GRAPH_DIR": str(road_graph.parent),
             "LASTMILE_DATABASE_URL": (
-                f"postgresql://lastmile:lastmile@127.0.0.1:{free_port()}/lastmile"
+                f"postgresql://lastmile:lastmile@127.0.0.1:{_port()}/lastmile"
             ),
-            "LASTMILE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-            "LASTMILE_S3_ENDPOINT": f"127.0.0.1:{free_port()}",
-            "LASTMILE_EDGE_PORT": str(free_port()),
-            "LASTMILE_EDGE_ADMIN_PORT": str(free_port()),
-            "LASTMILE_WEB_PORT": str(free_port()),
+            "LASTMILE_REDIS_URL": f"redis://127.0.0.1:{_port()}/0",
+            "LASTMILE_S3_ENDPOINT": f"127.0.0.1:{_port()}",
+            "LASTMILE_EDGE_PORT": str(_port()),
+            "LASTMILE_EDGE_ADMIN_PORT": str(_port()),
+            "LASTMILE_WEB_PORT": str(_port()),
             "LASTMILE_METRICS_PORT": str(_free_block(len(SERVICES))),
             "LASTMILE_SHUTDOWN_GRACE_S": "2",
-            **{f"LASTMILE_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
+            **{f"LASTMILE_{name.upper()}_PORT": str(_port()) for name in SERVICES},
         }
     )
     try:

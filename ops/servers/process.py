@@ -61,12 +61,17 @@ def ensure_free(port: int, what: str) -> None:
         raise ServerError(f"{what}: port 127.0.0.1:{port} is already in use")
 
 
-def free_port_pair(offset: int, low: int = 11000, high: int = 22000) -> int:
+# Ports for servers chosen ahead of binding: below Linux's ephemeral range (32768+), where
+# outgoing connections take their local ports, so none can take a chosen port meanwhile.
+CHOSEN_PORTS = (11000, 22000)
+
+
+def free_port_pair(offset: int, low: int = CHOSEN_PORTS[0], high: int = CHOSEN_PORTS[1]) -> int:
     """A free port ``p`` such that ``p + offset`` is free too.
 
     Some servers (SeaweedFS) derive a second port by adding a fixed offset and do not
-    always honour an explicit one, so both must be free. The default range keeps both
-    below Linux's ephemeral range (32768+), where outgoing connections take their ports.
+    always honour an explicit one, so both must be free. The default range is
+    ``CHOSEN_PORTS``.
     """
     rng = random.SystemRandom()
     for _ in range(200):

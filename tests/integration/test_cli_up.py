@@ -24,7 +24,7 @@ import redis
 
 from core.objects import s3_client
 from core.settings import Settings
-from ops.servers.process import port_is_free
+from ops.servers.process import CHOSEN_PORTS, port_is_free
 from ops.stack import SERVICES
 from tests.helpers import wait_until
 from tests.integration.conftest import REPO
@@ -38,11 +38,10 @@ STOP_TIMEOUT_S = 60.0
 COMPONENTS = 9
 
 
-# The stack's ports are chosen once and bound twice (up, stop, up again), minutes apart. A port
-# from the kernel's ephemeral range can meanwhile become the local end of some outgoing
-# connection (it did: the second up's metrics server found its port in use), so they are
-# taken below that range (32768+ on Linux), where no outgoing connection gets its port.
-_LOW, _HIGH = 11000, 22000
+# The stack's ports are chosen once and bound twice (up, stop, up again), minutes apart: from
+# the kernel's ephemeral range, one became the local end of an outgoing connection meanwhile
+# (the second up's metrics server found its port in use), hence CHOSEN_PORTS.
+_LOW, _HIGH = CHOSEN_PORTS
 _chosen: set[int] = set()
 
 

@@ -25,6 +25,8 @@ DEFAULT_CITY_PBF = REPO / "maps" / "malta.osm.pbf"
 GRAPH_CACHE = REPO / ".lastmile" / "test-cache" / "graph"
 S3_ACCESS_KEY = "lastmile-test"
 S3_SECRET_KEY = "lastmile-test-secret"
+# Enough Redis databases for one per test module that needs its own (see RedisDatabases).
+REDIS_DATABASES = 64
 
 
 class Startable(Protocol):
@@ -68,9 +70,42 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """An in-memory Redis."""
-    with running(RedisServer(tmp_path_factory.mktemp("redis"), free_port())) as server:
-        yield server
+    """An in-memory Redis with :data:`REDIS_DATABASES` databases."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port(), databases=REDIS_DATABASES)
+    with running(server) as started:
+        yield started
+
+
+class RedisDatabases:
+    """Hands out the session Redis's databases 1.., each once.
+
+    A module that flushes its database, or runs processes with consumer groups (which would
+    take each other's events), needs one no other module touches. Numbers picked by hand
+    collided once: a module flushed the hardening platform's database under it. Database 0
+    stays shared by the modules that only use keys of their own."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._next = 1
+
+    def take(self) -> int:
+        """A database number no one else got."""
+        if self._next >= self._count:
+            raise RuntimeError(f"all {self._count} Redis databases are taken: raise the count")
+        self._next += 1
+        return self._next - 1
+
+
+@pytest.fixture(scope="session")
+def redis_databases(redis_server: RedisServer) -> RedisDatabases:
+    """The session's database allocator."""
+    return RedisDatabases(redis_server.databases)
+
+
+@pytest.fixture(scope="module")
+def redis_db(redis_databases: RedisDatabases) -> int:
+    """A Redis database of this test module's own."""
+    return redis_databases.take()
 
 
 @pytest.fixture(scope="session")

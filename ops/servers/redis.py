@@ -22,11 +22,13 @@ def _redis_server_binary() -> str:
 class RedisServer:
     """One ``redis-server``; in-memory only unless ``persistent`` (append-only file in ``dir``)."""
 
-    def __init__(self, dir: Path, port: int, persistent: bool = False) -> None:
-        """Describe the server; :meth:`start` runs it."""
+    def __init__(self, dir: Path, port: int, persistent: bool = False, databases: int = 16) -> None:
+        """Describe the server (``databases``: how many numbered databases it has);
+        :meth:`start` runs it."""
         self.dir = dir.resolve()
         self.port = port
         self.persistent = persistent
+        self.databases = databases
         self.log_path = self.dir / "redis.log"
         self._process = ManagedProcess("redis", self._argv(), log_path=self.log_path, cwd=self.dir)
 
@@ -59,6 +61,7 @@ class RedisServer:
     def _argv(self) -> list[str]:
         argv = [_redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
         argv += ["--dir", str(self.dir), "--daemonize", "no", "--save", ""]
+        argv += ["--databases", str(self.databases)]
         if self.persistent:
             # fsync once a second: survives a server restart, which is what the tests need.
             argv += ["--appendonly", "yes", "--appendfsync", "everysec"]

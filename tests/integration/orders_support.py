@@ -204,7 +204,7 @@ ConnectResponse = driver_service_pb2.ConnectResponse
 def own_redis_db(url: str, db: int) -> str:
     """``url`` on Redis database ``db``. Dispatch processes of different test modules share one
     consumer group per stream when they share a database, and a driver's events could then be
-    applied by another module's process: each module gets its own database."""
+    applied by another module's process: each module takes its own (the ``redis_db`` fixture)."""
     return url.rsplit("/", 1)[0] + f"/{db}"
 
 

@@ -60,7 +60,6 @@ CLIENT_STREAM_EXAMPLES = 100
 MAX_EVENTS_PER_STREAM = 6
 # Above the servers' 4 MB limit, so RESOURCE_EXHAUSTED is exercised, but bounded.
 MAX_REQUEST_BYTES = 6_000_000
-REDIS_DB = 9
 # Sequence numbers of well-behaved driver streams: increasing across the whole module.
 SEQUENCE = itertools.count(int(time.time() * 1000))
 SUMMARY_FILE = Path(__file__).resolve().parents[2] / "test-output" / "bad-input-summary.txt"
@@ -82,6 +81,7 @@ HYPOTHESIS = settings(
 def private_platform(
     postgres_server: PostgresServer,
     redis_server: RedisServer,
+    redis_db: int,
     s3_server: SeaweedS3,
     road_graph: Path,
 ) -> Iterator[Platform]:
@@ -91,7 +91,7 @@ def private_platform(
         postgres_server, redis_server, s3_server, road_graph.parent, data_dir
     ).replace(
         database_url=own_postgres_db(postgres_server, "bad_input"),
-        redis_url=own_redis_db(redis_server.url, REDIS_DB),
+        redis_url=own_redis_db(redis_server.url, redis_db),
     )
     try:
         with running_platform(settings, data_dir, s3_server) as platform:

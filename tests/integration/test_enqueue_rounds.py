@@ -17,15 +17,13 @@ from ops.servers import RedisServer
 from tests.integration.orders_support import own_redis_db
 
 pytestmark = pytest.mark.integration
-# A database of its own (others: see orders_support.own_redis_db).
-REDIS_DB = 11
 STREAM = "test:enqueue:pings"
 
 
 @pytest.fixture
-async def enqueuer(redis_server: RedisServer) -> AsyncIterator[Enqueuer]:
+async def enqueuer(redis_server: RedisServer, redis_db: int) -> AsyncIterator[Enqueuer]:
     """A started enqueuer on an emptied private database."""
-    settings = Settings.from_env({}).replace(redis_url=own_redis_db(redis_server.url, REDIS_DB))
+    settings = Settings.from_env({}).replace(redis_url=own_redis_db(redis_server.url, redis_db))
     bus = Bus(settings)
     await bus.start()
     await bus.redis.flushdb()

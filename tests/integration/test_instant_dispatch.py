@@ -43,12 +43,12 @@ FAR = (35.8935, 14.5060)  # Floriana, over a kilometre away
 
 @pytest.fixture(scope="module")
 def dispatch(
-    postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int, road_graph: Path
 ) -> Iterator[Dispatch]:
     with isolated_dispatch(
         postgres_server,
         redis_server.url,
-        2,
+        redis_db,
         graph_dir=road_graph.parent,
         instant_enabled=True,
         instant_batch_interval_s=0.3,
@@ -67,8 +67,8 @@ def client(dispatch: Dispatch) -> Iterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def r(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(own_redis_db(redis_server.url, 2))
+def r(redis_server: RedisServer, redis_db: int) -> redis.Redis:
+    return redis.Redis.from_url(own_redis_db(redis_server.url, redis_db))
 
 
 class Driver:
@@ -112,9 +112,11 @@ def status_is(client: Client, order_id: str, status: int, driver_id: str) -> boo
 
 
 @pytest.fixture
-def pair(client: Client, r: redis.Redis, redis_server: RedisServer) -> tuple[Driver, Driver]:
-    near = make_driver(client, r, own_redis_db(redis_server.url, 2), "near")
-    far = make_driver(client, r, own_redis_db(redis_server.url, 2), "far")
+def pair(
+    client: Client, r: redis.Redis, redis_server: RedisServer, redis_db: int
+) -> tuple[Driver, Driver]:
+    near = make_driver(client, r, own_redis_db(redis_server.url, redis_db), "near")
+    far = make_driver(client, r, own_redis_db(redis_server.url, redis_db), "far")
     near.at(NEAR)
     far.at(FAR)
     return near, far
@@ -184,10 +186,10 @@ def test_timeout_withdraws_the_offer_and_reoffers(
 
 
 def test_nearby_pickups_and_drop_offs_are_batched_on_one_driver(
-    client: Client, r: redis.Redis, redis_server: RedisServer
+    client: Client, r: redis.Redis, redis_server: RedisServer, redis_db: int
 ) -> None:
-    near = make_driver(client, r, own_redis_db(redis_server.url, 2), "near")
-    far = make_driver(client, r, own_redis_db(redis_server.url, 2), "far")
+    near = make_driver(client, r, own_redis_db(redis_server.url, redis_db), "near")
+    far = make_driver(client, r, own_redis_db(redis_server.url, redis_db), "far")
     # Orders first, drivers after: both orders wait for the same round.
     first = instant(client, SLIEMA)
     second = instant(client, (35.9135, 14.5030))

@@ -18,15 +18,13 @@ from tracking.live_state import DRIVERS_PER_CALL, GEO_KEY, LiveState, state_key
 from tracking.positions import Fix
 
 pytestmark = pytest.mark.integration
-# A database of its own (others: see orders_support.own_redis_db).
-REDIS_DB = 13
 START = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+async def client(redis_server: RedisServer, redis_db: int) -> AsyncIterator[aioredis.Redis]:
     """A client of an emptied private database."""
-    redis = aioredis.Redis.from_url(own_redis_db(redis_server.url, REDIS_DB))
+    redis = aioredis.Redis.from_url(own_redis_db(redis_server.url, redis_db))
     await redis.flushdb()
     try:
         yield redis

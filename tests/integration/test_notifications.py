@@ -47,11 +47,11 @@ S = common_pb2
 
 @pytest.fixture(scope="module")
 def dispatch(
-    postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int, road_graph: Path
 ) -> Iterator[Dispatch]:
     # Assigning an order places it on the driver's route: the dispatch process needs roads.
     settings = {**SETTINGS, "graph_dir": road_graph.parent}
-    with isolated_dispatch(postgres_server, redis_server.url, 7, **settings) as service:
+    with isolated_dispatch(postgres_server, redis_server.url, redis_db, **settings) as service:
         yield service
 
 

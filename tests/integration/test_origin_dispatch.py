@@ -49,18 +49,17 @@ from tests.integration.origin_support import (
 )
 
 pytestmark = pytest.mark.integration
-SLOT = 8
 NEAR = (35.8975, 14.5125)  # a few hundred metres from the Valletta kitchen
 
 
 @pytest.fixture(scope="module")
 def dispatch(
-    postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int, road_graph: Path
 ) -> Iterator[Dispatch]:
     with isolated_dispatch(
         postgres_server,
         redis_server.url,
-        SLOT,
+        redis_db,
         graph_dir=road_graph.parent,
         instant_enabled=True,
         instant_batch_interval_s=0.3,
@@ -78,8 +77,8 @@ def staff(dispatch: Dispatch) -> Iterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def r(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(own_redis_db(redis_server.url, SLOT))
+def r(redis_server: RedisServer, redis_db: int) -> redis.Redis:
+    return redis.Redis.from_url(own_redis_db(redis_server.url, redis_db))
 
 
 def idle_driver(staff: Client, r: redis.Redis, where: tuple[float, float]) -> str:

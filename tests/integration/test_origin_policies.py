@@ -28,14 +28,15 @@ from tests.integration.orders_support import (
 from tests.integration.origin_support import HAMRUN, add_origin
 
 pytestmark = pytest.mark.integration
-SLOT = 9
 FAST = {"origin_answer_timeout_s": 1.0, "origin_sweep_interval_s": 0.1}
 
 
 @pytest.fixture(scope="module")
-def dispatch(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[Dispatch]:
+def dispatch(
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int
+) -> Iterator[Dispatch]:
     with isolated_dispatch(
-        postgres_server, redis_server.url, SLOT, origin_answer_policy="auto_accept", **FAST
+        postgres_server, redis_server.url, redis_db, origin_answer_policy="auto_accept", **FAST
     ) as service:
         yield service
 

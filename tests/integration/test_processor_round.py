@@ -24,21 +24,19 @@ from tracking.positions import PositionUpdate
 from tracking.processor import Processor
 
 pytestmark = pytest.mark.integration
-# A database of its own (others: see orders_support.own_redis_db).
-REDIS_DB = 14
 DRIVER = "drv-round"
 
 
 @pytest.fixture
 async def parts(
-    postgres_server: PostgresServer, redis_server: RedisServer
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int
 ) -> AsyncIterator[tuple[Settings, Bus, Database]]:
     """Settings, a started bus (emptied private Redis database) and a migrated fresh database."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     postgres_server.psql(f"CREATE DATABASE {name} OWNER lastmile")
     settings = Settings.from_env({}).replace(
         database_url=postgres_server.dsn.rsplit("/", 1)[0] + f"/{name}",
-        redis_url=own_redis_db(redis_server.url, REDIS_DB),
+        redis_url=own_redis_db(redis_server.url, redis_db),
         snap_mode="off",
     )
     bus, database = Bus(settings), Database(settings)

@@ -59,13 +59,15 @@ def _simulator(port: int, log_dir: Path, name: str) -> ManagedProcess:
 
 
 @pytest.fixture(scope="module")
-def providers(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[Providers]:
+def providers(
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int
+) -> Iterator[Providers]:
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-providers-"))
     ports = free_port(), free_port()
     sims = [_simulator(p, data_dir, f"sim-{p}") for p in ports]
     dispatch = start_dispatch(
-        own_postgres_db(postgres_server, "dispatch_test_3"),
-        own_redis_db(redis_server.url, 3),
+        own_postgres_db(postgres_server, f"dispatch_test_{redis_db}"),
+        own_redis_db(redis_server.url, redis_db),
         data_dir,
         provider_callback_secret=SECRET,
         provider_poll_interval_s=0.2,

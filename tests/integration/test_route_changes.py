@@ -42,19 +42,18 @@ from tests.integration.orders_support import (
 )
 
 pytestmark = pytest.mark.integration
-SLOT = 8
 NEAR = (35.8975, 14.5125)  # a few hundred metres from the Valletta pickups
 MSIDA = (35.8970, 14.4890)
 
 
 @pytest.fixture(scope="module")
 def dispatch(
-    postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int, road_graph: Path
 ) -> Iterator[Dispatch]:
     with isolated_dispatch(
         postgres_server,
         redis_server.url,
-        SLOT,
+        redis_db,
         graph_dir=road_graph.parent,
         instant_enabled=True,
         instant_batch_interval_s=0.3,
@@ -72,8 +71,8 @@ def client(dispatch: Dispatch) -> Iterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def r(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(own_redis_db(redis_server.url, SLOT))
+def r(redis_server: RedisServer, redis_db: int) -> redis.Redis:
+    return redis.Redis.from_url(own_redis_db(redis_server.url, redis_db))
 
 
 class Driver:
@@ -112,9 +111,9 @@ def order_ids(route: route_pb2.Route) -> list[str]:
 
 
 def test_accepted_offers_build_the_route_and_a_reschedule_leaves_it(
-    client: Client, r: redis.Redis, redis_server: RedisServer
+    client: Client, r: redis.Redis, redis_server: RedisServer, redis_db: int
 ) -> None:
-    driver = Driver(client, r, own_redis_db(redis_server.url, SLOT))
+    driver = Driver(client, r, own_redis_db(redis_server.url, redis_db))
     first = instant(client, SLIEMA)
     assert driver.accept_next_offer() == [first]
     update = driver.command("route_update")

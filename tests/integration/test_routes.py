@@ -19,6 +19,7 @@ from lastmile.dispatch.v1 import dispatch_service_pb2 as dps
 
 from core import topics
 from ops.servers import PostgresServer, RedisServer
+from tests.conftest import RedisDatabases
 from tests.helpers import wait_until
 from tests.integration.orders_support import (
     SLIEMA,
@@ -42,10 +43,10 @@ FLORIANA = (35.8935, 14.5060)
 
 @pytest.fixture(scope="module")
 def dispatch(
-    postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int, road_graph: Path
 ) -> Iterator[Dispatch]:
     with isolated_dispatch(
-        postgres_server, redis_server.url, 4, graph_dir=road_graph.parent
+        postgres_server, redis_server.url, redis_db, graph_dir=road_graph.parent
     ) as service:
         yield service
 
@@ -184,12 +185,16 @@ def test_bad_inputs_get_clear_statuses(client: Client, dispatch: Dispatch) -> No
 
 
 def test_scheduled_wave_plans_due_orders_onto_free_drivers(
-    postgres_server: PostgresServer, redis_server: RedisServer, road_graph: Path
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    redis_databases: RedisDatabases,
+    road_graph: Path,
 ) -> None:
+    # A second dispatch process next to the module's: databases of its own.
     with isolated_dispatch(
         postgres_server,
         redis_server.url,
-        5,
+        redis_databases.take(),
         graph_dir=road_graph.parent,
         wave_interval_s=0.5,
         wave_time_limit_s=1.0,

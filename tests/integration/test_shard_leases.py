@@ -17,16 +17,15 @@ from tracking.processor import GROUP, Processor, shard_streams
 from tracking.shard_leases import MEMBERS_KEY, ShardLeases, assigned, lease_key
 
 pytestmark = pytest.mark.integration
-# A database of its own: the session's tracking processes hold leases in database 0.
-REDIS_DB = 15
 STREAMS = [f"test:pings:{i}" for i in range(4)]
 LEASE_S = 0.8
 
 
 @pytest.fixture
-async def bus(redis_server: RedisServer) -> AsyncIterator[Bus]:
-    """A started bus on an emptied private database."""
-    events = Bus(Settings.from_env({}).replace(redis_url=own_redis_db(redis_server.url, REDIS_DB)))
+async def bus(redis_server: RedisServer, redis_db: int) -> AsyncIterator[Bus]:
+    """A started bus on an emptied private database (the session's tracking processes hold
+    leases in database 0)."""
+    events = Bus(Settings.from_env({}).replace(redis_url=own_redis_db(redis_server.url, redis_db)))
     await events.start()
     await events.redis.flushdb()
     try:
@@ -74,12 +73,12 @@ async def test_shards_move_when_processors_join_leave_or_die(bus: Bus) -> None:
 
 
 async def test_two_processors_never_read_the_same_shard(
-    bus: Bus, redis_server: RedisServer
+    bus: Bus, redis_server: RedisServer, redis_db: int
 ) -> None:
     """Entries of every shard are delivered to exactly one consumer of the group, and a
     processor that stops hands its shards to the other one."""
     settings = Settings.from_env({}).replace(
-        redis_url=own_redis_db(redis_server.url, REDIS_DB),
+        redis_url=own_redis_db(redis_server.url, redis_db),
         processor_lease_s=LEASE_S,
         processor_block_ms=100,
     )

@@ -20,11 +20,10 @@ from ops import health
 from ops.servers import EnvoyServer, ManagedProcess, PostgresServer, RedisServer, SeaweedS3
 from ops.servers.process import free_port
 from ops.stack import SERVICES, edge_config, service_process
+from tests.conftest import RedisDatabases
 from tests.integration.conftest import platform_settings
 from tests.integration.orders_support import own_postgres_db, own_redis_db
 
-# Redis database and PostgreSQL database of this package (other modules use 1..5).
-SLOT = 12
 START_TIMEOUT_S = 60.0
 ALLOWED_ORIGIN = "https://dispatch.example.com"
 EDGE_MAX_BYTES = 64 * 1024
@@ -64,13 +63,18 @@ class Hardened:
 
 
 def hardened_settings(
-    postgres: PostgresServer, redis: RedisServer, s3: SeaweedS3, graph_dir: Path, data_dir: Path
+    postgres: PostgresServer,
+    redis: RedisServer,
+    redis_db: int,
+    s3: SeaweedS3,
+    graph_dir: Path,
+    data_dir: Path,
 ) -> Settings:
-    """The platform's test settings (free ports), on this package's databases, with fast
-    polling and the small limits."""
+    """The platform's test settings (free ports), on this package's databases (Redis
+    ``redis_db``), with fast polling and the small limits."""
     return platform_settings(postgres, redis, s3, graph_dir, data_dir).replace(
-        database_url=own_postgres_db(postgres, f"hardening_{SLOT}"),
-        redis_url=own_redis_db(redis.url, SLOT),
+        database_url=own_postgres_db(postgres, "hardening"),
+        redis_url=own_redis_db(redis.url, redis_db),
         outbox_poll_interval_s=0.05,
         order_consumer_block_ms=200,
         processor_block_ms=200,
@@ -84,6 +88,7 @@ def hardened_settings(
 def hardened(
     postgres_server: PostgresServer,
     redis_server: RedisServer,
+    redis_databases: RedisDatabases,
     s3_server: SeaweedS3,
     road_graph: Path,
 ) -> Iterator[Hardened]:
@@ -91,7 +96,12 @@ def hardened(
     logged a traceback by the end."""
     data_dir = Path(tempfile.mkdtemp(prefix="lastmile-test-hardening-"))
     settings = hardened_settings(
-        postgres_server, redis_server, s3_server, road_graph.parent, data_dir
+        postgres_server,
+        redis_server,
+        redis_databases.take(),
+        s3_server,
+        road_graph.parent,
+        data_dir,
     )
     s3_server.ensure_bucket(settings.proof_bucket)
     log_dir = data_dir / "logs"

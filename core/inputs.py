@@ -1,5 +1,5 @@
 """Checks of values clients send, shared by every service: text that PostgreSQL can store,
-timestamps that protobuf can convert.
+timestamps that protobuf can convert, enum values the contracts define.
 
 Without them such values fail deep inside a handler (PostgreSQL refuses NUL characters,
 protobuf's conversions raise ``ValueError`` outside their range) and reach the caller as
@@ -9,8 +9,9 @@ INTERNAL; with them the caller reads INVALID_ARGUMENT naming the field.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -65,3 +66,26 @@ def client_datetime(ts: Timestamp, field: str) -> dt.datetime:
     if not 0 <= ts.nanos <= MAX_NANOS:
         raise InvalidArgument(f"{field}.nanos must be within 0..{MAX_NANOS}")
     return ts.ToDatetime(tzinfo=dt.UTC)
+
+
+def enum_problem(
+    value: int, enum: EnumDescriptor, field: str, unset_ok: bool = False
+) -> str | None:
+    """Why ``value`` is not a value of ``enum`` (its zero, UNSPECIFIED, only if ``unset_ok``),
+    or None. Protobuf keeps numbers it does not know, so an unchecked one travels on as it came:
+    into a branch meant for another value, or into a SMALLINT column that refuses 32768."""
+    if value == 0:
+        return None if unset_ok else f"{field} is unspecified"
+    if value not in enum.values_by_number:
+        return f"{field}: {value} is not a {enum.name}"
+    return None
+
+
+def enum_values(values: Iterable[int], enum: EnumDescriptor, field: str) -> frozenset[int]:
+    """The values of a repeated enum field, each checked by :func:`enum_problem`."""
+    found = frozenset(values)
+    for value in sorted(found):
+        problem = enum_problem(value, enum, field)
+        if problem is not None:
+            raise InvalidArgument(problem)
+    return found

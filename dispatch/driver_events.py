@@ -179,9 +179,13 @@ class DriverEventConsumer:
             target = sm.PICKED_UP
         elif stop.kind == driver_pb2.STOP_EVENT_KIND_ARRIVED:
             target = sm.NEARBY if await self._is_drop_off(stop) else sm.AT_PICKUP
-        else:  # DEPARTED: the stop is behind the driver (Stop.completed in later versions)
+        elif stop.kind == driver_pb2.STOP_EVENT_KIND_DEPARTED:
+            # The stop is behind the driver (Stop.completed in later versions).
             async with self._ctx.database.pool.acquire() as conn:
                 await route_store.complete_stop(conn, stop.stop_id, driver_id)
+            return
+        else:  # the gateway refuses other kinds; an event queued before it did changes nothing
+            log.warning("stop event of unknown kind", extra={"kind": stop.kind})
             return
         details = {"stop_id": stop.stop_id}
         await progress.advance(

@@ -9,6 +9,7 @@ import secrets
 import uuid
 from typing import Any
 
+from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
@@ -20,6 +21,7 @@ from core.auth import (
 )
 from core.driver_commands import send_command
 from core.errors import AlreadyExists, InvalidArgument
+from core.inputs import enum_values
 from core.settings import Settings
 from dispatch import areas, decisions, order_store, origin_orders, paging, route_versions
 from dispatch import state_machine as sm
@@ -216,8 +218,9 @@ async def list_orders(
         args.append(value)
         return f"${len(args)}"
 
-    if request.statuses:
-        clauses.append(f"status = ANY({bind(list(request.statuses))}::smallint[])")
+    statuses = enum_values(request.statuses, common_pb2.OrderStatus.DESCRIPTOR, "statuses")
+    if statuses:
+        clauses.append(f"status = ANY({bind(sorted(statuses))}::smallint[])")
     if request.driver_id:
         clauses.append(f"driver_id = {bind(request.driver_id)}")
     if request.origin_id:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
-from core.inputs import nul_field
+from core.inputs import enum_problem, nul_field
 from core.settings import Settings
 
 # google.rpc.Code values used in Reject.code.
@@ -124,15 +124,17 @@ def check_event(
         # PostgreSQL, where these events end up, cannot store NUL in text.
         return _invalid(f"{nul} must not contain NUL characters")
     if kind == "status":
-        if request.status.status == common_pb2.DRIVER_STATUS_UNSPECIFIED:
-            return _invalid("status.status is unspecified")
-        return None
+        problem = enum_problem(
+            request.status.status, common_pb2.DriverStatus.DESCRIPTOR, "status.status"
+        )
+        return None if problem is None else _invalid(problem)
     if kind == "stop":
         stop = request.stop
         if not stop.order_id:
             return _invalid("stop.order_id is empty")
-        if stop.kind == driver_pb2.STOP_EVENT_KIND_UNSPECIFIED:
-            return _invalid("stop.kind is unspecified")
+        problem = enum_problem(stop.kind, driver_pb2.StopEventKind.DESCRIPTOR, "stop.kind")
+        if problem is not None:
+            return _invalid(problem)
         return (
             _check_position(stop.position, "stop.position") if stop.HasField("position") else None
         )
@@ -142,8 +144,11 @@ def check_event(
         attempt = request.failed_attempt
         if not attempt.order_id:
             return _invalid("failed_attempt.order_id is empty")
-        if attempt.reason == common_pb2.FAILURE_REASON_UNSPECIFIED:
-            return _invalid("failed_attempt.reason is unspecified")
+        problem = enum_problem(
+            attempt.reason, common_pb2.FailureReason.DESCRIPTOR, "failed_attempt.reason"
+        )
+        if problem is not None:
+            return _invalid(problem)
         if attempt.HasField("position"):
             return _check_position(attempt.position, "failed_attempt.position")
         return None

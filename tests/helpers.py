@@ -1,10 +1,12 @@
-"""Small helpers shared by the tests: polling instead of sleeping."""
+"""Small helpers shared by the tests: polling instead of sleeping, enum numbers outside the
+contracts."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 POLL_INTERVAL_S = 0.05
 
@@ -65,3 +67,9 @@ async def async_wait_until[T](
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise WaitTimeout(f"{what} not met after {within:.1f}s{detail}")
         await asyncio.sleep(interval)
+
+
+def undefined_enum(number: int) -> Any:
+    """``number`` as the value of an enum field that does not define it: protobuf accepts and
+    sends it (open enums), the typed constructors do not let it through without this."""
+    return number

@@ -23,8 +23,8 @@ from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 
 from core import live_state_keys as keys
 from core import topics
-from core.errors import InvalidArgument
 from core.geo import Bounds, LatLng
+from core.inputs import enum_values
 from core.settings import Settings
 from tracking.area_input import box_from
 from tracking.live_state import decode_state, tenant_of
@@ -55,11 +55,8 @@ def parse_filter(request: fleet_service_pb2.WatchFleetRequest, settings: Setting
     viewport = (
         box_from(request.viewport, "viewport", settings) if request.HasField("viewport") else None
     )
-    known = set(common_pb2.DriverStatus.values()) - {common_pb2.DRIVER_STATUS_UNSPECIFIED}
-    for status in request.statuses:
-        if status not in known:
-            raise InvalidArgument(f"statuses: {status} is not a driver status")
-    return FleetFilter(viewport, frozenset(request.statuses))
+    statuses = enum_values(request.statuses, common_pb2.DriverStatus.DESCRIPTOR, "statuses")
+    return FleetFilter(viewport, statuses)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 from core import live_state_keys as keys
 from core.errors import InvalidArgument
 from core.geo import Bounds, LatLng, bounds_of, point_in_polygon, polygon_centroid
+from core.inputs import enum_values
 from core.redis_scripts import Script
 from core.road_pool import RoadPool
 from core.settings import Settings
@@ -230,14 +231,13 @@ def _isochrone_area(message: tracking_pb2.Isochrone, settings: Settings) -> Area
 
 def parse_statuses(request: fleet_service_pb2.SearchDriversRequest) -> frozenset[int]:
     """Statuses asked for; empty means every status but OFFLINE."""
-    known = set(common_pb2.DriverStatus.values())
-    asked = set(request.statuses)
-    for status in asked:
-        if status not in known or status == common_pb2.DRIVER_STATUS_UNSPECIFIED:
-            raise InvalidArgument(f"statuses: {status} is not a driver status")
+    asked = enum_values(request.statuses, common_pb2.DriverStatus.DESCRIPTOR, "statuses")
     if asked:
-        return frozenset(asked)
-    return frozenset(known - {common_pb2.DRIVER_STATUS_OFFLINE})
+        return asked
+    return frozenset(common_pb2.DriverStatus.values()) - {
+        common_pb2.DRIVER_STATUS_UNSPECIFIED,
+        common_pb2.DRIVER_STATUS_OFFLINE,
+    }
 
 
 def parse_limit(request: fleet_service_pb2.SearchDriversRequest, settings: Settings) -> int:

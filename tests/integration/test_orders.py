@@ -23,7 +23,7 @@ from lastmile.tracking.v1 import tracking_pb2, tracking_service_pb2
 from core import topics
 from core.auth import Role, issue_token, tracking_token_digest
 from ops.servers import PostgresServer, RedisServer
-from tests.helpers import wait_until
+from tests.helpers import undefined_enum, wait_until
 from tests.integration.orders_support import (
     Client,
     ConnectRequest,
@@ -49,8 +49,10 @@ S = common_pb2
 
 
 @pytest.fixture(scope="module")
-def dispatch(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[Dispatch]:
-    with isolated_dispatch(postgres_server, redis_server.url, 1) as service:
+def dispatch(
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int
+) -> Iterator[Dispatch]:
+    with isolated_dispatch(postgres_server, redis_server.url, redis_db) as service:
         yield service
 
 
@@ -62,8 +64,8 @@ def client(dispatch: Dispatch) -> Iterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def r(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(own_redis_db(redis_server.url, 1))
+def r(redis_server: RedisServer, redis_db: int) -> redis.Redis:
+    return redis.Redis.from_url(own_redis_db(redis_server.url, redis_db))
 
 
 def test_create_is_idempotent_and_secrets_are_returned_once(
@@ -109,6 +111,12 @@ def test_bad_inputs_get_clear_statuses(client: Client, dispatch: Dispatch) -> No
     )
     paging = pb.ListOrdersRequest(page_token="not-a-token")
     assert code_of(lambda: client.orders.ListOrders(paging, metadata=client.md)) == invalid
+    # A status number the contract does not define (protobuf keeps it) is named, not INTERNAL.
+    unknown = pb.ListOrdersRequest(statuses=[S.ORDER_STATUS_PENDING, undefined_enum(32768)])
+    assert error_of(lambda: client.orders.ListOrders(unknown, metadata=client.md)) == (
+        invalid,
+        "statuses: 32768 is not a OrderStatus",
+    )
     # Another tenant's order looks absent.
     mine = client.create()
     other = Client(dispatch, "tenant-other")

@@ -19,7 +19,7 @@ from lastmile.tracking.v1 import tracking_service_pb2
 from core import topics
 from core.auth import Role
 from ops.servers import PostgresServer, RedisServer
-from tests.helpers import wait_until
+from tests.helpers import undefined_enum, wait_until
 from tests.integration.orders_support import (
     Client,
     Dispatch,
@@ -48,10 +48,12 @@ D = origin_pb2
 
 
 @pytest.fixture(scope="module")
-def dispatch(postgres_server: PostgresServer, redis_server: RedisServer) -> Iterator[Dispatch]:
+def dispatch(
+    postgres_server: PostgresServer, redis_server: RedisServer, redis_db: int
+) -> Iterator[Dispatch]:
     # A long answer timeout: here origins answer themselves (the policies have their module).
     with isolated_dispatch(
-        postgres_server, redis_server.url, 8, origin_answer_timeout_s=900.0
+        postgres_server, redis_server.url, redis_db, origin_answer_timeout_s=900.0
     ) as service:
         yield service
 
@@ -240,6 +242,13 @@ def test_bad_inputs_get_clear_statuses_and_lose_nothing(staff: Client, dispatch:
     assert Watch(kitchen, after_cursor="yesterday").error()[0] == invalid
     assert Watch(staff, "org-missing").error()[0] == grpc.StatusCode.NOT_FOUND
     assert Watch(staff).error()[0] == invalid  # staff must name the origin
+    odd = origin_pb2.Origin(origin_id="org-odd", name="Odd", kind=undefined_enum(9))
+    odd.address.location.lat, odd.address.location.lng = HAMRUN
+    upsert = opb.UpsertOriginRequest(origin=odd)
+    assert status(lambda: staff.origins.UpsertOrigin(upsert, metadata=staff.md)) == (
+        invalid,
+        "origin.kind: 9 is not a OriginKind",
+    )
 
     accepted = accept(kitchen, order_id, minutes(10))
     assert status(lambda: set_preparation(kitchen, order_id, minutes(-5)))[0] == invalid

@@ -10,6 +10,7 @@ from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
 from core.settings import Settings
 from gateway import validation
+from tests.helpers import undefined_enum
 
 SETTINGS = Settings.from_env({})
 NOW = 1_800_000_000.0
@@ -116,6 +117,22 @@ Req = driver_service_pb2.ConnectRequest
         ),
         (Req(seq=1, stop=driver_pb2.StopEvent(order_id="o")), "stop.kind"),
         (Req(seq=1, offer_answer=driver_pb2.OfferAnswer()), "offer_answer.offer_id"),
+        # Numbers the contract does not define: protobuf keeps them, the gateway refuses them.
+        (
+            Req(seq=1, status=driver_pb2.StatusChange(status=undefined_enum(99))),
+            "status.status: 99 is not a",
+        ),
+        (
+            Req(seq=1, stop=driver_pb2.StopEvent(order_id="o", kind=undefined_enum(4))),
+            "stop.kind: 4 is not a StopEventKind",
+        ),
+        (
+            Req(
+                seq=1,
+                failed_attempt=driver_pb2.FailedAttempt(order_id="o", reason=undefined_enum(-1)),
+            ),
+            "failed_attempt.reason: -1 is not a FailureReason",
+        ),
         (
             Req(seq=1, failed_attempt=driver_pb2.FailedAttempt(order_id="o")),
             "failed_attempt.reason",

@@ -1,5 +1,6 @@
 """Checks of client values shared by the services: NUL characters anywhere in a request's
-text, timestamps outside what protobuf and datetime can hold."""
+text, timestamps outside what protobuf and datetime can hold, enum numbers the contracts do
+not define."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ import datetime as dt
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2
+from lastmile.origin.v1 import origin_pb2
 from lastmile.pod.v1 import pod_service_pb2
 
 from core.errors import InvalidArgument
-from core.inputs import MAX_TIMESTAMP_S, MIN_TIMESTAMP_S, check_text, client_datetime, nul_field
+from core.inputs import (
+    MAX_TIMESTAMP_S,
+    MIN_TIMESTAMP_S,
+    check_text,
+    client_datetime,
+    enum_problem,
+    enum_values,
+    nul_field,
+)
 
 
 def test_clean_text_passes() -> None:
@@ -61,3 +72,27 @@ def test_timestamps_in_range_convert() -> None:
     )
     assert client_datetime(Timestamp(seconds=MAX_TIMESTAMP_S), "at").year == 9999
     assert client_datetime(Timestamp(seconds=MIN_TIMESTAMP_S), "at").year == 1
+
+
+def test_enum_numbers_outside_the_contract_are_named() -> None:
+    status = common_pb2.OrderStatus.DESCRIPTOR
+    assert enum_problem(common_pb2.ORDER_STATUS_DELIVERED, status, "s") is None
+    assert enum_problem(32768, status, "statuses") == "statuses: 32768 is not a OrderStatus"
+    assert enum_problem(-1, status, "s") == "s: -1 is not a OrderStatus"
+    assert enum_problem(0, status, "s") == "s is unspecified"
+    kind = origin_pb2.OriginKind.DESCRIPTOR
+    assert enum_problem(0, kind, "origin.kind", unset_ok=True) is None
+    assert (
+        enum_problem(9, kind, "origin.kind", unset_ok=True) == "origin.kind: 9 is not a OriginKind"
+    )
+
+
+def test_repeated_enum_values_are_all_checked() -> None:
+    status = common_pb2.OrderStatus.DESCRIPTOR
+    known = [common_pb2.ORDER_STATUS_DELIVERED, common_pb2.ORDER_STATUS_PENDING]
+    assert enum_values([*known, known[0]], status, "statuses") == frozenset(known)
+    assert enum_values([], status, "statuses") == frozenset()
+    with pytest.raises(InvalidArgument, match="statuses: 32768 is not a OrderStatus"):
+        enum_values([*known, 32768], status, "statuses")
+    with pytest.raises(InvalidArgument, match="statuses is unspecified"):
+        enum_values([0], status, "statuses")

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 import lastmile
-from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from lastmile.dispatch.v1 import (
     dispatch_service_pb2,
@@ -187,6 +187,56 @@ def bearer(
     """``authorization`` metadata of a valid token of ``role`` (a driver's: of ``driver``)."""
     subject = driver if role is Role.DRIVER else _SUBJECTS[role]
     return (("authorization", f"Bearer {issue_token(settings, subject, role, tenant)}"),)
+
+
+# How deep :func:`undefined_enum_requests` looks into nested messages, and the number it
+# sets: the largest int32, which no enum of the contracts defines.
+ENUM_DEPTH = 3
+UNDEFINED_ENUM = 2**31 - 1
+
+
+def undefined_enum_requests(
+    descriptor: Descriptor, depth: int = ENUM_DEPTH
+) -> list[tuple[str, Message]]:
+    """One request per enum field reachable in ``descriptor`` (through singular nested
+    messages and one element of repeated ones), that field holding ``UNDEFINED_ENUM`` and
+    the rest of the request empty; with the field's dotted path."""
+    found: list[tuple[str, Message]] = []
+    for path in _enum_paths(descriptor, (), depth):
+        request = message_class(descriptor)()
+        target: Any = request
+        for nested in path[:-1]:
+            target = (
+                getattr(target, nested.name).add()
+                if nested.is_repeated
+                else getattr(target, nested.name)
+            )
+        leaf = path[-1]
+        if leaf.is_repeated:
+            getattr(target, leaf.name).append(UNDEFINED_ENUM)
+        else:
+            setattr(target, leaf.name, UNDEFINED_ENUM)
+        found.append((".".join(f.name for f in path), request))
+    return found
+
+
+def _enum_paths(
+    descriptor: Descriptor, prefix: tuple[FieldDescriptor, ...], depth: int
+) -> list[tuple[FieldDescriptor, ...]]:
+    paths: list[tuple[FieldDescriptor, ...]] = []
+    for f in descriptor.fields:
+        if f.type == FieldDescriptor.TYPE_ENUM:
+            paths.append((*prefix, f))
+            continue
+        nested = f.message_type
+        if (
+            nested is not None
+            and depth > 0
+            and not nested.GetOptions().map_entry
+            and not nested.full_name.startswith("google.")
+        ):
+            paths += _enum_paths(nested, (*prefix, f), depth - 1)
+    return paths
 
 
 def metadata_for(

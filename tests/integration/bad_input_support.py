@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import math
 import pkgutil
 import uuid
 from collections import Counter
@@ -189,43 +190,60 @@ def bearer(
     return (("authorization", f"Bearer {issue_token(settings, subject, role, tenant)}"),)
 
 
-# How deep :func:`undefined_enum_requests` looks into nested messages, and the number it
-# sets: the largest int32, which no enum of the contracts defines.
-ENUM_DEPTH = 3
-UNDEFINED_ENUM = 2**31 - 1
+# How deep :func:`edge_value_requests` looks into nested messages.
+EDGE_DEPTH = 3
+_F = FieldDescriptor
+_INT32 = (2**31 - 1, -(2**31))
+_INT64 = (2**63 - 1, -(2**63))
+_FLOATS = (math.nan, math.inf, -math.inf, -1e300)
+# The values tried per field type: the ends of each integer range, non-finite floats, and for
+# enums the largest int32, which no enum of the contracts defines.
+EDGE_VALUES: dict[int, tuple[float, ...]] = {
+    _F.TYPE_ENUM: (2**31 - 1,),
+    _F.TYPE_INT32: _INT32,
+    _F.TYPE_SINT32: _INT32,
+    _F.TYPE_SFIXED32: _INT32,
+    _F.TYPE_UINT32: (2**32 - 1,),
+    _F.TYPE_FIXED32: (2**32 - 1,),
+    _F.TYPE_INT64: _INT64,
+    _F.TYPE_SINT64: _INT64,
+    _F.TYPE_SFIXED64: _INT64,
+    _F.TYPE_UINT64: (2**64 - 1,),
+    _F.TYPE_FIXED64: (2**64 - 1,),
+    _F.TYPE_DOUBLE: _FLOATS,
+    _F.TYPE_FLOAT: _FLOATS,
+}
 
 
-def undefined_enum_requests(
-    descriptor: Descriptor, depth: int = ENUM_DEPTH
+def edge_value_requests(
+    descriptor: Descriptor, depth: int = EDGE_DEPTH
 ) -> list[tuple[str, Message]]:
-    """One request per enum field reachable in ``descriptor`` (through singular nested
-    messages and one element of repeated ones), that field holding ``UNDEFINED_ENUM`` and
-    the rest of the request empty; with the field's dotted path."""
+    """One request per numeric or enum field reachable in ``descriptor`` (through singular
+    nested messages and one element of repeated ones) and per :data:`EDGE_VALUES` value of
+    its type, that field holding it and the rest of the request empty; with a description."""
     found: list[tuple[str, Message]] = []
-    for path in _enum_paths(descriptor, (), depth):
-        request = message_class(descriptor)()
-        target: Any = request
-        for nested in path[:-1]:
-            target = (
-                getattr(target, nested.name).add()
-                if nested.is_repeated
-                else getattr(target, nested.name)
-            )
+    for path in _number_paths(descriptor, (), depth):
         leaf = path[-1]
-        if leaf.is_repeated:
-            getattr(target, leaf.name).append(UNDEFINED_ENUM)
-        else:
-            setattr(target, leaf.name, UNDEFINED_ENUM)
-        found.append((".".join(f.name for f in path), request))
+        for value in EDGE_VALUES[leaf.type]:
+            request = message_class(descriptor)()
+            target: Any = request
+            for nested in path[:-1]:
+                field_ = getattr(target, nested.name)
+                target = field_.add() if nested.is_repeated else field_
+            if leaf.is_repeated:
+                getattr(target, leaf.name).append(value)
+            else:
+                setattr(target, leaf.name, value)
+            found.append((f"{'.'.join(f.name for f in path)} = {value}", request))
     return found
 
 
-def _enum_paths(
+def _number_paths(
     descriptor: Descriptor, prefix: tuple[FieldDescriptor, ...], depth: int
 ) -> list[tuple[FieldDescriptor, ...]]:
     paths: list[tuple[FieldDescriptor, ...]] = []
     for f in descriptor.fields:
-        if f.type == FieldDescriptor.TYPE_ENUM:
+        if f.type in EDGE_VALUES:
             paths.append((*prefix, f))
             continue
         nested = f.message_type
@@ -235,7 +253,7 @@ def _enum_paths(
             and not nested.GetOptions().map_entry
             and not nested.full_name.startswith("google.")
         ):
-            paths += _enum_paths(nested, (*prefix, f), depth - 1)
+            paths += _number_paths(nested, (*prefix, f), depth - 1)
     return paths
 
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 POLL_INTERVAL_S = 0.05
@@ -28,14 +28,6 @@ class ServerError(RuntimeError):
 def venv_bin(name: str) -> Path:
     """Path of an executable installed in this interpreter's environment (envoy, weed, buf)."""
     return Path(sys.executable).parent / name
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_is_free(port: int) -> bool:
@@ -62,23 +54,46 @@ def ensure_free(port: int, what: str) -> None:
 
 
 # Ports for servers chosen ahead of binding: below Linux's ephemeral range (32768+), where
-# outgoing connections take their local ports, so none can take a chosen port meanwhile.
+# outgoing connections take their local ports, so none can take a chosen port meanwhile (a
+# kernel-picked port once did, between a test's choice and its server's bind).
 CHOSEN_PORTS = (11000, 22000)
+EPHEMERAL_LOW = 32768
+_ATTEMPTS = 500
+# Handed out by this process: chosen ports are free when chosen, not yet bound, and must not
+# be chosen twice.
+_handed_out: set[int] = set()
 
 
-def free_port_pair(offset: int, low: int = CHOSEN_PORTS[0], high: int = CHOSEN_PORTS[1]) -> int:
-    """A free port ``p`` such that ``p + offset`` is free too.
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now, from ``CHOSEN_PORTS``, not
+    handed out before by this process."""
+    return free_port_block(1)
+
+
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free ports (as :func:`free_port`)."""
+    return _choose(lambda port: range(port, port + size), f"{size} consecutive free ports")
+
+
+def free_port_pair(offset: int) -> int:
+    """A free port ``p`` such that ``p + offset`` is free too (as :func:`free_port`; ``p +
+    offset`` may lie above the range, not in the ephemeral one).
 
     Some servers (SeaweedFS) derive a second port by adding a fixed offset and do not
-    always honour an explicit one, so both must be free. The default range is
-    ``CHOSEN_PORTS``.
+    always honour an explicit one, so both must be free.
     """
+    return _choose(lambda port: (port, port + offset), f"a free port pair {offset} apart")
+
+
+def _choose(ports_from: Callable[[int], Iterable[int]], what: str) -> int:
+    low, high = CHOSEN_PORTS
     rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(low, high)
-        if port_is_free(port) and port_is_free(port + offset):
-            return port
-    raise ServerError(f"no free port pair with offset {offset} in [{low}, {high})")
+    for _ in range(_ATTEMPTS):
+        ports = set(ports_from(rng.randrange(low, high)))
+        if max(ports) < EPHEMERAL_LOW and not ports & _handed_out and all(map(port_is_free, ports)):
+            _handed_out.update(ports)
+            return min(ports)
+    raise ServerError(f"no {what} in [{low}, {high})")
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import io
 import os
-import random
 import re
 import shutil
 import signal
@@ -24,7 +23,7 @@ import redis
 
 from core.objects import s3_client
 from core.settings import Settings
-from ops.servers.process import CHOSEN_PORTS, port_is_free
+from ops.servers.process import free_port, free_port_block
 from ops.stack import SERVICES
 from tests.helpers import wait_until
 from tests.integration.conftest import REPO
@@ -38,29 +37,8 @@ STOP_TIMEOUT_S = 60.0
 COMPONENTS = 9
 
 
-# The stack's ports are chosen once and bound twice (up, stop, up again), minutes apart: from
-# the kernel's ephemeral range, one became the local end of an outgoing connection meanwhile
-# (the second up's metrics server found its port in use), hence CHOSEN_PORTS.
-_LOW, _HIGH = CHOSEN_PORTS
-_chosen: set[int] = set()
-
-
-def _free_block(size: int) -> int:
-    """A port ``p`` below the ephemeral range with ``p .. p + size - 1`` all free and not
-    chosen before."""
-    rng = random.SystemRandom()
-    for _ in range(500):
-        first = rng.randrange(_LOW, _HIGH - size)
-        block = set(range(first, first + size))
-        if not block & _chosen and all(port_is_free(port) for port in block):
-            _chosen.update(block)
-            return first
-    raise RuntimeError(f"no block of {size} free ports in [{_LOW}, {_HIGH})")
-
-
-def _port() -> int:
-    """One free port below the ephemeral range, not chosen before."""
-    return _free_block(1)
+# The stack's ports are chosen once and bound twice (up, stop, up again), minutes apart: they
+# must stay free meanwhile, which free_port's range gives (see ops.servers.process).
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +54,16 @@ def stack_env(road_graph: Path) -> Iterator[dict[str, str]]:
             "LASTMILE_DATA_DIR": str(data_dir),
             "LASTMILE_GRAPH_DIR": str(road_graph.parent),
             "LASTMILE_DATABASE_URL": (
-                f"postgresql://lastmile:lastmile@127.0.0.1:{_port()}/lastmile"
+                f"postgresql://lastmile:lastmile@127.0.0.1:{free_port()}/lastmile"
             ),
-            "LASTMILE_REDIS_URL": f"redis://127.0.0.1:{_port()}/0",
-            "LASTMILE_S3_ENDPOINT": f"127.0.0.1:{_port()}",
-            "LASTMILE_EDGE_PORT": str(_port()),
-            "LASTMILE_EDGE_ADMIN_PORT": str(_port()),
-            "LASTMILE_WEB_PORT": str(_port()),
-            "LASTMILE_METRICS_PORT": str(_free_block(len(SERVICES))),
+            "LASTMILE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "LASTMILE_S3_ENDPOINT": f"127.0.0.1:{free_port()}",
+            "LASTMILE_EDGE_PORT": str(free_port()),
+            "LASTMILE_EDGE_ADMIN_PORT": str(free_port()),
+            "LASTMILE_WEB_PORT": str(free_port()),
+            "LASTMILE_METRICS_PORT": str(free_port_block(len(SERVICES))),
             "LASTMILE_SHUTDOWN_GRACE_S": "2",
-            **{f"LASTMILE_{name.upper()}_PORT": str(_port()) for name in SERVICES},
+            **{f"LASTMILE_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
         }
     )
     try:

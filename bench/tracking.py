@@ -195,6 +195,7 @@ class Bench:
             "processed_fixes_per_s": round(processed / window),
             "customer_positions_per_s": round(len(c["latencies"]) / window),
             "customer_latency": percentiles(c["latencies"]),
+            "customer_loop_lag": percentiles(c["loop_lags"]),
             "errors": d["errors"] + c["errors"],
             "first_error": d["first_error"] or c["first_error"],
         }
@@ -239,6 +240,7 @@ class Bench:
         d, c, window, processed = self.run(drivers, watched, phase)
         steady_from = self.started_at + phase.ramp_s + warmup
         samples = list(zip(c["latency_at"], c["latencies"], strict=True))
+        lags = list(zip(c["loop_lag_at"], c["loop_lags"], strict=True))
         return {
             "phase": f"latency{size}",
             "fixes_per_message": size,
@@ -259,6 +261,7 @@ class Bench:
             "customer_latency_warmup": percentiles(
                 [lat for at, lat in samples if at < steady_from]
             ),
+            "customer_loop_lag": percentiles([lag for at, lag in lags if at >= steady_from]),
             "latency_timeline": timeline(samples, self.started_at),
             "track_snapshot_wait": percentiles(c["snapshot_waits"]),
             "errors": d["errors"] + c["errors"],

@@ -103,6 +103,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *warmup_lines(report["phases"]),
         *snapshot_lines(report["phases"]),
+        *loop_lag_lines(report["phases"]),
         "Peak RSS (MB): " + ", ".join(f"{k} {v}" for k, v in report["peak_rss_mb"].items()),
         *cpu_lines(report["phases"], m["nproc"]),
     ]
@@ -147,6 +148,24 @@ def snapshot_lines(phases: list[dict[str, Any]]) -> list[str]:
     if not lines:
         return []
     return ["Track stream opened to its snapshot received (the map's first paint):", *lines, ""]
+
+
+def loop_lag_lines(phases: list[dict[str, Any]]) -> list[str]:
+    """How late the customers' load processes woke a 20-ms timer (as customer latency: flood
+    phases over the window, latency phases in the steady state), when recorded."""
+    lines = [
+        f"- {p['phase']}: p50 / p99 / max {g['p50_ms']} / {g['p99_ms']} / {g['max_ms']} ms"
+        for p in phases
+        if (g := p.get("customer_loop_lag")) and g["p50_ms"] is not None
+    ]
+    if not lines:
+        return []
+    return [
+        "The customers' load processes' own loop lag (how late they woke a 20-ms timer; their"
+        " receive times are stamped as late, and the customer latency above includes it):",
+        *lines,
+        "",
+    ]
 
 
 def cpu_lines(phases: list[dict[str, Any]], cores: int) -> list[str]:

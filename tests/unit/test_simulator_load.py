@@ -3,14 +3,16 @@ between processes, how their figures add up; and the report's return trips."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+import time
 
 import pytest
 from simulator import report
 from simulator.gps import GpsNoise, RoutePath, offset
 from simulator.load import merge, standalone_plans, steady_rate
-from simulator.load_actors import Walker, road_seconds
+from simulator.load_actors import PROBE_INTERVAL_S, Tally, Walker, probe_loop, road_seconds
 from simulator.metrics import OrderRecord, Recorder
 from simulator.scenario import parse
 
@@ -72,6 +74,8 @@ def test_figures_of_processes_add_up() -> None:
                 "connected": 2,
                 "fixes_acked": 10,
                 "latencies": [0.1],
+                "loop_lags": [0.002],
+                "loop_lag_at": [100.5],
                 "acked_by_second": {100: 4, 101: 6},
                 "errors": 0,
                 "wall_s": 5.0,
@@ -90,10 +94,26 @@ def test_figures_of_processes_add_up() -> None:
     )
     assert merged["connected"] == 5 and merged["fixes_acked"] == 15
     assert merged["latencies"] == [0.1, 0.2, 0.3]
+    assert merged["loop_lags"] == [0.002] and merged["loop_lag_at"] == [100.5]
     assert merged["acked_by_second"] == {100: 4, 101: 11}
     assert merged["errors"] == 1 and merged["first_error"] == "boom"
     assert merged["peak_rss_kb"] == 900 and merged["wall_s"] == 6.0
     assert merge([])["errors"] == 0
+
+
+def test_the_loop_probe_sees_a_busy_loop() -> None:
+    async def run() -> Tally:
+        tally = Tally()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, time.sleep, 0.08)  # the loop busy: the probe's timer fires late
+        await probe_loop(loop.time() + 0.3, tally)
+        return tally
+
+    tally = asyncio.run(run())
+    assert len(tally.loop_lags) == len(tally.loop_lag_at) >= 0.3 / PROBE_INTERVAL_S / 2
+    late = sorted(tally.loop_lags)
+    assert late[-1] >= 0.06  # the blocked stretch
+    assert late[len(late) // 2] < 0.01  # an idle loop otherwise
 
 
 def test_steady_rate_leaves_out_the_ramp_and_the_tail() -> None:

@@ -66,3 +66,14 @@ def test_the_wait_for_a_track_snapshot_is_shown_for_the_phases_that_measured_it(
     assert "Track stream opened to its snapshot received" in text
     assert "- latency5: p50 / p95 / p99 40.0 / 900.0 / 2500.0 ms" in text
     assert "snapshot received" not in markdown(_report(_phase("flood1", 1.0)))
+
+
+def test_the_customers_own_loop_lag_is_shown_when_measured() -> None:
+    lag = {"p50_ms": 1.5, "p95_ms": 9.0, "p99_ms": 40.0, "max_ms": 120.0}
+    text = markdown(_report(_phase("latency5", 100.0, customer_loop_lag=lag)))
+    assert "own loop lag" in text and "- latency5: p50 / p99 / max 1.5 / 40.0 / 120.0 ms" in text
+    unmeasured = {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    assert "own loop lag" not in markdown(_report(_phase("flood1", 1.0)))
+    assert "own loop lag" not in markdown(
+        _report(_phase("flood1", 1.0, customer_loop_lag=unmeasured))
+    )

@@ -40,6 +40,7 @@ from simulator.load_actors import (
     Tally,
     Walker,
     drive,
+    probe_loop,
     road_seconds,
     watch,
 )
@@ -71,6 +72,8 @@ _NOT_SUMMED = frozenset(
         "latencies",
         "latency_at",
         "snapshot_waits",
+        "loop_lags",
+        "loop_lag_at",
         "first_error",
         "peak_rss_kb",
         "wall_s",
@@ -232,6 +235,8 @@ async def _run_streams(
     deadline = loop.time() + phase.ramp_s + phase.seconds
     total = len(tokens) + len(drivers)
     tasks: list[asyncio.Task[None]] = []
+    if tokens:  # receive times are stamped here: how late this loop runs
+        tasks.append(asyncio.create_task(probe_loop(deadline, tally)))
     # Customers first: they see the drivers' first positions.
     for i, token in enumerate(tokens):
         await _ramp(i, total, phase.ramp_s)
@@ -274,6 +279,8 @@ def _figures(plan: LoadPlan, tally: Tally, wall_s: float) -> dict[str, Any]:
         "latencies": tally.latencies,
         "latency_at": tally.latency_at,
         "snapshot_waits": tally.snapshot_waits,
+        "loop_lags": tally.loop_lags,
+        "loop_lag_at": tally.loop_lag_at,
         "acked_by_second": dict(tally.acked_by_second),
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "wall_s": wall_s,
@@ -287,6 +294,8 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
         "latencies": [],
         "latency_at": [],
         "snapshot_waits": [],
+        "loop_lags": [],
+        "loop_lag_at": [],
         "acked_by_second": {},
         "first_error": None,
         "peak_rss_kb": 0,
@@ -294,7 +303,7 @@ def merge(figures: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": 0,
     }
     for one in figures:
-        for samples in ("latencies", "latency_at", "snapshot_waits"):
+        for samples in ("latencies", "latency_at", "snapshot_waits", "loop_lags", "loop_lag_at"):
             merged[samples] += one.get(samples, [])
         for second, fixes in one.get("acked_by_second", {}).items():
             merged["acked_by_second"][second] = merged["acked_by_second"].get(second, 0) + fixes
@@ -385,13 +394,15 @@ def run_load(
     total = merge(figures)
     latencies = total.pop("latencies")
     total.pop("latency_at")
+    total["loop_lag_ms"] = _percentiles_ms(total.pop("loop_lags"))
+    total.pop("loop_lag_at")
     total["fixes_acked_per_s"] = round(total.get("fixes_acked", 0) / max(1.0, seconds), 1)
     total["position_latency_ms"] = _percentiles_ms(latencies)
     total["snapshot_wait_ms"] = _percentiles_ms(total.pop("snapshot_waits"))
     total.pop("acked_by_second")
     for one in figures:
         one["positions"] = len(one.pop("latencies"))
-        for key in ("latency_at", "snapshot_waits", "acked_by_second"):
+        for key in ("latency_at", "snapshot_waits", "loop_lags", "loop_lag_at", "acked_by_second"):
             one.pop(key)
     print(json.dumps({"processes": figures, "total": total}, indent=2))
     return 0

@@ -68,6 +68,10 @@ class Tally:
     latency_at: list[float] = field(default_factory=list)
     # Seconds from opening a Track stream to its snapshot: what a customer waits for the map.
     snapshot_waits: list[float] = field(default_factory=list)
+    # How late this process's event loop woke a timer, and when (epoch s): a position received
+    # while the loop was busy is stamped that much late (see :func:`probe_loop`).
+    loop_lags: list[float] = field(default_factory=list)
+    loop_lag_at: list[float] = field(default_factory=list)
     # Fixes acked, by the second (epoch) their batch was sent: the rate in steady state.
     acked_by_second: Counter[int] = field(default_factory=Counter)
 
@@ -311,3 +315,20 @@ async def watch(channel: aio.Channel, token: str, deadline: float, tally: Tally)
         tally.error("track_errors", f"Track stream failed: {_status(exc)}")
     finally:
         stream.cancel()
+
+
+#: How often :func:`probe_loop` sets its timer.
+PROBE_INTERVAL_S = 0.02
+
+
+async def probe_loop(deadline: float, tally: Tally) -> None:
+    """Until ``deadline`` (loop time), how late this process's loop wakes a short timer. The
+    customers' receive times are stamped by the same loop: when it is busy (its own streams,
+    or the CPU taken by the servers on this shared box), the stamp is late by about as much,
+    and that wait would be counted as the platform's latency. A phone does not share it."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < deadline:
+        due = loop.time() + PROBE_INTERVAL_S
+        await asyncio.sleep(PROBE_INTERVAL_S)
+        tally.loop_lags.append(max(0.0, loop.time() - due))
+        tally.loop_lag_at.append(time.time())

@@ -1,5 +1,5 @@
 """Checks of values clients send, shared by every service: text that PostgreSQL can store,
-timestamps that protobuf can convert, enum values the contracts define.
+timestamps and durations that protobuf can convert, enum values the contracts define.
 
 Without them such values fail deep inside a handler (PostgreSQL refuses NUL characters,
 protobuf's conversions raise ``ValueError`` outside their range) and reach the caller as
@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -66,6 +67,15 @@ def client_datetime(ts: Timestamp, field: str) -> dt.datetime:
     if not 0 <= ts.nanos <= MAX_NANOS:
         raise InvalidArgument(f"{field}.nanos must be within 0..{MAX_NANOS}")
     return ts.ToDatetime(tzinfo=dt.UTC)
+
+
+def client_seconds(duration: Duration, field: str) -> float:
+    """A Duration a client sent, in seconds; INVALID_ARGUMENT when malformed (nanos out of
+    range or of the other sign). Read from its fields: protobuf's own conversion to a
+    timedelta overflows on the largest seconds a Duration can carry."""
+    if abs(duration.nanos) > MAX_NANOS or duration.seconds * duration.nanos < 0:
+        raise InvalidArgument(f"{field} is not a valid Duration (nanos out of range or sign)")
+    return duration.seconds + duration.nanos / 1e9
 
 
 def enum_problem(

@@ -18,6 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from lastmile.origin.v1 import origin_pb2
 
 from core.errors import InvalidArgument
+from core.inputs import client_seconds
 
 PENDING = origin_pb2.ORIGIN_DECISION_PENDING
 ACCEPTED = origin_pb2.ORIGIN_DECISION_ACCEPTED
@@ -27,7 +28,6 @@ READY = origin_pb2.ORIGIN_DECISION_READY
 DISPATCHABLE = frozenset({ACCEPTED, READY})
 MAX_FALLBACKS = 10
 MAX_REASON = 500
-MAX_NANOS = 999_999_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +67,7 @@ def reroute(
 def preparation_s(duration: Duration, max_s: float, field: str = "preparation") -> int:
     """Whole seconds of a preparation time a client sent; INVALID_ARGUMENT when negative,
     malformed or longer than ``max_s``."""
-    if abs(duration.nanos) > MAX_NANOS or duration.seconds * duration.nanos < 0:
-        raise InvalidArgument(f"{field} is not a valid Duration (nanos out of range or sign)")
-    seconds = duration.seconds + duration.nanos / 1e9
+    seconds = client_seconds(duration, field)
     if seconds < 0:
         raise InvalidArgument(f"{field} must not be negative, got {seconds:g} s")
     if seconds > max_s:

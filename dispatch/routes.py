@@ -30,6 +30,7 @@ from core.auth import Role, require
 from core.bus import Bus
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.geo import LatLng
+from core.inputs import client_seconds
 from core.roads import NoRoute, RoadNetwork
 from core.roads import Route as RoadRoute
 from core.settings import Settings
@@ -80,7 +81,7 @@ def time_limit_s(limit: Duration, present: bool) -> float:
     """The solver budget of a request; INVALID_ARGUMENT outside (0, MAX_TIME_LIMIT_S]."""
     if not present:
         return DEFAULT_TIME_LIMIT_S
-    seconds = limit.ToNanoseconds() / 1e9
+    seconds = client_seconds(limit, "time_limit")
     if not 0.0 < seconds <= MAX_TIME_LIMIT_S:
         raise InvalidArgument(f"time_limit must be in (0, {MAX_TIME_LIMIT_S:g}] s, got {seconds}")
     return seconds

@@ -41,7 +41,7 @@ from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 from core import live_state_keys as keys
 from core.errors import InvalidArgument
 from core.geo import Bounds, LatLng, bounds_of, point_in_polygon, polygon_centroid
-from core.inputs import enum_values
+from core.inputs import client_seconds, enum_values
 from core.redis_scripts import Script
 from core.road_pool import RoadPool
 from core.settings import Settings
@@ -218,7 +218,7 @@ def _isochrone_area(message: tracking_pb2.Isochrone, settings: Settings) -> Area
     if not message.HasField("center"):
         raise InvalidArgument("isochrone.center is required")
     center = point_from(message.center, "isochrone.center")
-    drive_s = message.max_drive.ToTimedelta().total_seconds()
+    drive_s = client_seconds(message.max_drive, "isochrone.max_drive")
     if drive_s <= 0:
         raise InvalidArgument(f"isochrone.max_drive must be positive, got {drive_s} s")
     if drive_s > settings.isochrone_max_drive_s:

@@ -265,6 +265,18 @@ async def test_isochrone_orders_by_drive_time_and_skips_across_the_harbour(
         ),
         ({"polygon": common_pb2.Polygon(vertices=[_ll(CENTER)])}, "at least 3"),
         ({"isochrone": tracking_pb2.Isochrone(center=_ll(CENTER))}, "max_drive"),
+        (
+            {
+                "isochrone": tracking_pb2.Isochrone(
+                    center=_ll(CENTER), max_drive=Duration(seconds=2**63 - 1)
+                )
+            },
+            "exceeds the maximum",
+        ),
+        (
+            {"circle": common_pb2.Circle(center=_ll(CENTER), radius_m=5), "statuses": [0]},
+            "unspecified",
+        ),
         ({"circle": common_pb2.Circle(center=_ll(CENTER), radius_m=5), "limit": 5000}, "limit"),
     ],
 )

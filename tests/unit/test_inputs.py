@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2
@@ -19,6 +20,7 @@ from core.inputs import (
     MIN_TIMESTAMP_S,
     check_text,
     client_datetime,
+    client_seconds,
     enum_problem,
     enum_values,
     nul_field,
@@ -96,3 +98,13 @@ def test_repeated_enum_values_are_all_checked() -> None:
         enum_values([*known, 32768], status, "statuses")
     with pytest.raises(InvalidArgument, match="statuses is unspecified"):
         enum_values([0], status, "statuses")
+
+
+def test_durations_are_read_without_overflow_and_malformed_ones_refused() -> None:
+    assert client_seconds(Duration(seconds=90, nanos=500_000_000), "d") == 90.5
+    assert client_seconds(Duration(seconds=-2, nanos=-500_000_000), "d") == -2.5
+    # protobuf's ToTimedelta overflows here; the check reads the fields.
+    assert client_seconds(Duration(seconds=2**63 - 1), "d") > 9e18
+    for bad in (Duration(seconds=1, nanos=-1), Duration(nanos=1_000_000_000)):
+        with pytest.raises(InvalidArgument, match="max_drive is not a valid Duration"):
+            client_seconds(bad, "max_drive")

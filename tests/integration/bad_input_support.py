@@ -18,6 +18,7 @@ import grpc
 import lastmile
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
+from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import (
     dispatch_service_pb2,
     dispatch_service_pb2_grpc,
@@ -332,6 +333,14 @@ def hello() -> driver_service_pb2.ConnectRequest:
     """A valid first message of the driver stream."""
     return driver_service_pb2.ConnectRequest(
         seq=0, hello=driver_pb2.Hello(device_id="fuzz-device", app_version="1")
+    )
+
+
+def good_event() -> driver_service_pb2.ConnectRequest:
+    """A valid event any driver may send (numbered by the caller): random events alone are
+    almost all refused, and the suite must see acks too."""
+    return driver_service_pb2.ConnectRequest(
+        status=driver_pb2.StatusChange(status=common_pb2.DRIVER_STATUS_IDLE)
     )
 
 

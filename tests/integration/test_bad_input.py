@@ -43,6 +43,7 @@ from tests.integration.bad_input_support import (
     call,
     connect,
     edge_value_requests,
+    good_event,
     hello,
     metadata_for,
     seed,
@@ -220,6 +221,8 @@ def test_stream_answers_bad_input_with_a_proper_status(
     summary = summaries.setdefault(rpc.path, Summary())
     first_is_hello = rpc.path.endswith("DriverGatewayService/Connect")
     firsts = st.one_of(st.just(hello()), st.just(hello()), request) if first_is_hello else request
+    if first_is_hello:
+        request = st.one_of(request, st.just(good_event()))
     numbered = "seq" in rpc.method.input_type.fields_by_name
 
     @settings(HYPOTHESIS, max_examples=CLIENT_STREAM_EXAMPLES)

@@ -91,6 +91,14 @@ def enum_problem(
     return None
 
 
+def check_enum(value: int, enum: EnumDescriptor, field: str, unset_ok: bool = False) -> int:
+    """``value``, or INVALID_ARGUMENT with :func:`enum_problem`'s reason."""
+    problem = enum_problem(value, enum, field, unset_ok)
+    if problem is not None:
+        raise InvalidArgument(problem)
+    return value
+
+
 def enum_values(values: Iterable[int], enum: EnumDescriptor, field: str) -> frozenset[int]:
     """The values of a repeated enum field, each checked by :func:`enum_problem`."""
     found = frozenset(values)

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
 
 from core.errors import InvalidArgument
-from core.inputs import client_datetime
+from core.inputs import check_enum, client_datetime
 
 MAX_INSTRUCTIONS_TEXT = 500
 MAX_ACCESS_NOTES = 500
@@ -80,8 +80,12 @@ def check_instructions(instructions: common_pb2.DeliveryInstructions) -> None:
     """INVALID_ARGUMENT for over-long text or an unknown preference."""
     if len(instructions.text) > MAX_INSTRUCTIONS_TEXT:
         raise InvalidArgument(f"instructions.text is longer than {MAX_INSTRUCTIONS_TEXT} chars")
-    if instructions.preference not in common_pb2.DropOffPreference.values():
-        raise InvalidArgument(f"instructions.preference {instructions.preference} is unknown")
+    check_enum(
+        instructions.preference,
+        common_pb2.DropOffPreference.DESCRIPTOR,
+        "instructions.preference",
+        unset_ok=True,
+    )
 
 
 def check_access_notes(address: common_pb2.Address, field: str) -> None:

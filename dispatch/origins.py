@@ -10,7 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 from lastmile.origin.v1 import origin_pb2
 
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from core.inputs import enum_problem
+from core.inputs import check_enum
 from core.settings import Settings
 from dispatch import areas, origin_rules, paging
 from dispatch.convert import check_position, message_from_json, message_json
@@ -27,9 +27,7 @@ async def upsert_origin(
     the client is ignored)."""
     if not origin.origin_id or not origin.name:
         raise InvalidArgument("origin.origin_id and origin.name are required")
-    problem = enum_problem(origin.kind, origin_pb2.OriginKind.DESCRIPTOR, "origin.kind", True)
-    if problem is not None:
-        raise InvalidArgument(problem)
+    check_enum(origin.kind, origin_pb2.OriginKind.DESCRIPTOR, "origin.kind", unset_ok=True)
     lat, lng = check_position(origin.address.location, "origin.address.location")
     origin_rules.preparation_s(
         origin.default_preparation, settings.origin_max_preparation_s, "origin.default_preparation"

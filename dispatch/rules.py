@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from lastmile.dispatch.v1 import dispatch_pb2
 
 from core.errors import InvalidArgument
+from core.inputs import check_enum
 
 INTERNAL = dispatch_pb2.FLEET_KIND_INTERNAL
 EXTERNAL = dispatch_pb2.FLEET_KIND_EXTERNAL
@@ -68,8 +69,7 @@ def validate_rules(rules: Sequence[Rule]) -> None:
             raise InvalidArgument(f"{where}: an INTERNAL rule takes no provider_id")
         if not 0 <= rule.share_percent <= 100:
             raise InvalidArgument(f"{where}.share_percent must be within 0..100")
-        if rule.order_kind not in dispatch_pb2.OrderKind.values():
-            raise InvalidArgument(f"{where}.order_kind is unknown")
+        check_enum(rule.order_kind, dispatch_pb2.OrderKind.DESCRIPTOR, f"{where}.order_kind", True)
         key = (rule.priority, rule.order_kind)
         totals[key] = totals.get(key, 0) + rule.share_percent
     for (priority, kind), total in sorted(totals.items()):

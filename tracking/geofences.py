@@ -30,6 +30,7 @@ from core.bus import Bus
 from core.db import Database
 from core.errors import InvalidArgument, NotFound
 from core.geo import Bounds, LatLng, bounds_of, haversine_m, signed_distance_to_polygon_m
+from core.inputs import check_enum
 from core.settings import Settings
 from tracking.area_input import CircleArea, circle_from, polygon_from
 
@@ -94,8 +95,7 @@ def fence_from_proto(message: tracking_pb2.Geofence, settings: Settings, fence_i
     """A checked fence from a request; InvalidArgument names the bad field."""
     if len(message.name) > _MAX_NAME:
         raise InvalidArgument(f"geofence.name is longer than {_MAX_NAME} characters")
-    if message.purpose not in tracking_pb2.GeofencePurpose.values():
-        raise InvalidArgument(f"geofence.purpose {message.purpose} is not a geofence purpose")
+    check_enum(message.purpose, tracking_pb2.GeofencePurpose.DESCRIPTOR, "geofence.purpose", True)
     dwell = message.min_dwell
     if dwell.seconds < 0 or dwell.nanos < 0 or dwell.seconds > _MAX_DWELL_S:
         raise InvalidArgument(f"geofence.min_dwell must be between 0 and {_MAX_DWELL_S} s")

@@ -12,6 +12,7 @@ from lastmile.integration.v1 import integration_service_pb2 as pb
 
 from core.auth import Role, require
 from core.errors import InvalidArgument
+from core.inputs import check_enum
 from dispatch.context import DispatchContext
 from dispatch.paging import page_size
 from dispatch.webhooks import store
@@ -99,8 +100,7 @@ class WebhookHandlers:
         tenant_id = require(*STAFF).tenant_id
         if not request.webhook_id:
             raise InvalidArgument("webhook_id is required")
-        if request.state not in ipb.DeliveryState.values():
-            raise InvalidArgument(f"state {request.state} is not a DeliveryState")
+        check_enum(request.state, ipb.DeliveryState.DESCRIPTOR, "state", unset_ok=True)
         size = page_size(self._ctx.settings, request.page_size)
         async with self._ctx.database.pool.acquire() as conn:
             deliveries, token = await store.list_deliveries(

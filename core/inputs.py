@@ -1,5 +1,6 @@
 """Checks of values clients send, shared by every service: text that PostgreSQL can store,
-timestamps and durations that protobuf can convert, enum values the contracts define.
+timestamps and durations that protobuf can convert, enum values the contracts define,
+positions on the globe.
 
 Without them such values fail deep inside a handler (PostgreSQL refuses NUL characters,
 protobuf's conversions raise ``ValueError`` outside their range) and reach the caller as
@@ -9,6 +10,7 @@ INTERNAL; with them the caller reads INVALID_ARGUMENT naming the field.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
@@ -76,6 +78,24 @@ def client_seconds(duration: Duration, field: str) -> float:
     if abs(duration.nanos) > MAX_NANOS or duration.seconds * duration.nanos < 0:
         raise InvalidArgument(f"{field} is not a valid Duration (nanos out of range or sign)")
     return duration.seconds + duration.nanos / 1e9
+
+
+def position_problem(lat: float, lng: float, field: str) -> str | None:
+    """Why (``lat``, ``lng``) is no position on the globe (not finite, out of range), or None.
+    A NaN stored in a JSON column fails there (PostgreSQL refuses the token) and one in a
+    distance computation poisons every result it touches."""
+    if not (math.isfinite(lat) and math.isfinite(lng)):
+        return f"{field} must have finite lat and lng, got ({lat}, {lng})"
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
+        return f"{field} is out of range: lat {lat} (-90..90), lng {lng} (-180..180)"
+    return None
+
+
+def check_position(lat: float, lng: float, field: str) -> None:
+    """INVALID_ARGUMENT with :func:`position_problem`'s reason, if any."""
+    problem = position_problem(lat, lng, field)
+    if problem is not None:
+        raise InvalidArgument(problem)
 
 
 def enum_problem(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
 
+from core import inputs
 from core.errors import InvalidArgument
 from core.inputs import check_enum, client_datetime
 
@@ -24,7 +24,7 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def to_datetime(ts: Timestamp, field: str = "timestamp") -> dt.datetime:
+def to_datetime(ts: Timestamp, field: str) -> dt.datetime:
     """A timezone-aware UTC datetime of a Timestamp; INVALID_ARGUMENT naming ``field`` when
     a client sent one out of range."""
     return client_datetime(ts, field)
@@ -67,10 +67,7 @@ def window_bounds(
 def check_position(position: common_pb2.LatLng, field: str) -> tuple[float, float]:
     """(lat, lng) of a client position; INVALID_ARGUMENT when out of range or (0, 0)."""
     lat, lng = position.lat, position.lng
-    if not (math.isfinite(lat) and math.isfinite(lng)):
-        raise InvalidArgument(f"{field} must be finite")
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
-        raise InvalidArgument(f"{field} is out of range (lat {lat}, lng {lng})")
+    inputs.check_position(lat, lng, field)
     if lat == 0.0 and lng == 0.0:
         raise InvalidArgument(f"{field} is missing (0, 0 is not a delivery address)")
     return lat, lng

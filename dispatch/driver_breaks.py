@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from lastmile.dispatch.v1 import dispatch_pb2
 
 from core.errors import InvalidArgument
+from core.inputs import client_seconds
 from dispatch.convert import to_datetime
 from dispatch.solver.model import Break
 
@@ -23,18 +24,16 @@ def _bounds(brk: dispatch_pb2.DriverBreak, field: str) -> tuple[dt.datetime, dt.
     window = brk.start_window
     if not (brk.HasField("start_window") and window.HasField("start") and window.HasField("end")):
         raise InvalidArgument(f"{field}.start_window needs both start and end")
-    try:
-        earliest, latest = to_datetime(window.start), to_datetime(window.end)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidArgument(f"{field}.start_window is out of range") from exc
+    earliest = to_datetime(window.start, f"{field}.start_window.start")
+    latest = to_datetime(window.end, f"{field}.start_window.end")
     if latest < earliest:
         raise InvalidArgument(f"{field}.start_window ends before it starts")
     return earliest, latest
 
 
-def duration_s(brk: dispatch_pb2.DriverBreak) -> float:
-    """The break's length in seconds."""
-    return brk.duration.seconds + brk.duration.nanos / 1e9
+def duration_s(brk: dispatch_pb2.DriverBreak, field: str) -> float:
+    """The break's length in seconds; INVALID_ARGUMENT for a malformed Duration."""
+    return client_seconds(brk.duration, f"{field}.duration")
 
 
 def breaks_json(driver: dispatch_pb2.Driver) -> str:
@@ -45,7 +44,7 @@ def breaks_json(driver: dispatch_pb2.Driver) -> str:
     for k, brk in enumerate(driver.breaks):
         field = f"driver.breaks[{k}]"
         _bounds(brk, field)
-        if not 0.0 < duration_s(brk) <= MAX_BREAK_S:
+        if not 0.0 < duration_s(brk, field) <= MAX_BREAK_S:
             raise InvalidArgument(f"{field}.duration must be positive and at most 12 h")
         items.append(json_format.MessageToDict(brk, preserving_proto_field_name=True))
     return json.dumps(items)
@@ -64,9 +63,9 @@ def solver_breaks(
     window already open starts now."""
     result = []
     for brk in breaks:
-        earliest = (to_datetime(brk.start_window.start) - start).total_seconds()
-        latest = (to_datetime(brk.start_window.end) - start).total_seconds()
+        earliest = (to_datetime(brk.start_window.start, "break start") - start).total_seconds()
+        latest = (to_datetime(brk.start_window.end, "break end") - start).total_seconds()
         if latest < 0.0:
             continue
-        result.append(Break(max(0.0, earliest), latest, duration_s(brk)))
+        result.append(Break(max(0.0, earliest), latest, duration_s(brk, "break")))
     return tuple(result)

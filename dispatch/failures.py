@@ -14,6 +14,7 @@ from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2
 
 from core.errors import InvalidArgument
+from core.inputs import check_position
 from core.settings import Settings
 from dispatch import decisions, order_store, route_versions
 from dispatch import state_machine as sm
@@ -64,12 +65,15 @@ def policy_for(settings: Settings, reason: int, attempt: int) -> tuple[int, str]
 
 
 def check_attempt(attempt: Attempt) -> None:
-    """INVALID_ARGUMENT for a missing or unknown reason."""
+    """INVALID_ARGUMENT for a missing or unknown reason or a position off the globe (it is
+    stored as evidence), before the order's state is looked at."""
     known = set(common_pb2.FailureReason.values()) - {common_pb2.FAILURE_REASON_UNSPECIFIED}
     if attempt.reason not in known:
         raise InvalidArgument(
             "reason must be one of NOT_HOME, WRONG_ADDRESS, ACCESS_PROBLEM, REFUSED, DAMAGED"
         )
+    if attempt.lat is not None and attempt.lng is not None:
+        check_position(attempt.lat, attempt.lng, "position")
 
 
 async def report_failed_attempt(

@@ -299,7 +299,7 @@ async def plan_wave_rpc(ctx: DispatchContext, request: pb.PlanWaveRequest) -> pb
     if not request.driver_ids:
         raise InvalidArgument("driver_ids is required")
     limit = time_limit_s(request.time_limit, request.HasField("time_limit"))
-    start = to_datetime(request.start) if request.HasField("start") else now()
+    start = to_datetime(request.start, "start") if request.HasField("start") else now()
     async with ctx.database.pool.acquire() as conn:
         drivers = await load_drivers(conn, ctx.bus, tenant_id, request.driver_ids, start)
         orders = await load_orders(conn, tenant_id, request.order_ids)

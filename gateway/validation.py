@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
-from core.inputs import enum_problem, nul_field
+from core.inputs import enum_problem, nul_field, position_problem
 from core.settings import Settings
 
 # google.rpc.Code values used in Reject.code.
@@ -102,10 +102,8 @@ def check_batch(
 
 
 def _check_position(message: common_pb2.LatLng, field: str) -> Refusal | None:
-    lat, lng = message.lat, message.lng
-    if not (math.isfinite(lat) and math.isfinite(lng) and -90 <= lat <= 90 and -180 <= lng <= 180):
-        return _invalid(f"{field} is not a valid position ({lat}, {lng})")
-    return None
+    problem = position_problem(message.lat, message.lng, field)
+    return None if problem is None else _invalid(problem)
 
 
 def check_event(

@@ -14,7 +14,6 @@ transaction, so nothing is stored half-way.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from core import topics
 from core.auth import Principal, delivery_code_matches
 from core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
 from core.geo import LatLng
-from core.inputs import client_datetime
+from core.inputs import check_position, client_datetime
 from pod import checks as chk
 from pod import order_access, proof_metrics
 from pod.context import PodContext, now
@@ -51,13 +50,9 @@ def check_request(request: Request) -> None:
     if not request.HasField("captured_at"):
         raise InvalidArgument("captured_at is required")
     client_datetime(request.captured_at, "captured_at")
-    position = request.position
-    if not request.HasField("position") or not (
-        math.isfinite(position.lat) and math.isfinite(position.lng)
-    ):
+    if not request.HasField("position"):
         raise InvalidArgument("position is required")
-    if not (-90 <= position.lat <= 90 and -180 <= position.lng <= 180):
-        raise InvalidArgument("position is out of range")
+    check_position(request.position.lat, request.position.lng, "position")
     if request.kind in OBJECT_KINDS:
         if not request.object_key:
             raise InvalidArgument("object_key is required for photos and signatures")

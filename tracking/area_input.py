@@ -12,6 +12,7 @@ from lastmile.common.v1 import common_pb2
 
 from core.errors import InvalidArgument
 from core.geo import Bounds, LatLng, polygon_problem
+from core.inputs import check_position
 from core.settings import Settings
 
 
@@ -25,14 +26,8 @@ class CircleArea:
 
 def point_from(message: common_pb2.LatLng, field: str) -> LatLng:
     """A valid position (finite, in range)."""
-    lat, lng = message.lat, message.lng
-    if not (math.isfinite(lat) and math.isfinite(lng)):
-        raise InvalidArgument(f"{field} must have finite lat and lng, got ({lat}, {lng})")
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
-        raise InvalidArgument(
-            f"{field} is out of range: lat {lat} (-90..90), lng {lng} (-180..180)"
-        )
-    return LatLng(lat, lng)
+    check_position(message.lat, message.lng, field)
+    return LatLng(message.lat, message.lng)
 
 
 def circle_from(message: common_pb2.Circle, field: str, settings: Settings) -> CircleArea:

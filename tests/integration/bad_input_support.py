@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import importlib
-import math
 import pkgutil
 import uuid
 from collections import Counter
@@ -16,7 +15,7 @@ from typing import Any
 
 import grpc
 import lastmile
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import (
@@ -54,6 +53,8 @@ SEED_ORIGIN = "fuzz-origin"
 # The driver of an order no random call can name (not in Seeds.known): random calls may
 # legitimately cancel the seed order or revoke its link, so "still serving" reads this one.
 WITNESS_DRIVER = "fuzz-witness"
+# The driver of the deterministic sweep's own order (it cancels and reschedules what it names).
+SWEEP_DRIVER = "fuzz-sweep"
 PICKUP = LatLng(35.8989, 14.5146)
 DROP_OFF = LatLng(35.9122, 14.5020)
 
@@ -194,69 +195,6 @@ def bearer(
     return (("authorization", f"Bearer {issue_token(settings, subject, role, tenant)}"),)
 
 
-# How deep :func:`edge_value_requests` looks into nested messages.
-EDGE_DEPTH = 3
-_F = FieldDescriptor
-_INT32 = (2**31 - 1, -(2**31))
-_INT64 = (2**63 - 1, -(2**63))
-_FLOATS = (math.nan, math.inf, -math.inf, -1e300)
-# The values tried per field type: the ends of each integer range, non-finite floats, and for
-# enums the largest int32, which no enum of the contracts defines.
-EDGE_VALUES: dict[int, tuple[float, ...]] = {
-    _F.TYPE_ENUM: (2**31 - 1,),
-    _F.TYPE_INT32: _INT32,
-    _F.TYPE_SINT32: _INT32,
-    _F.TYPE_SFIXED32: _INT32,
-    _F.TYPE_UINT32: (2**32 - 1,),
-    _F.TYPE_FIXED32: (2**32 - 1,),
-    _F.TYPE_INT64: _INT64,
-    _F.TYPE_SINT64: _INT64,
-    _F.TYPE_SFIXED64: _INT64,
-    _F.TYPE_UINT64: (2**64 - 1,),
-    _F.TYPE_FIXED64: (2**64 - 1,),
-    _F.TYPE_DOUBLE: _FLOATS,
-    _F.TYPE_FLOAT: _FLOATS,
-}
-
-
-def edge_value_requests(
-    descriptor: Descriptor, depth: int = EDGE_DEPTH
-) -> list[tuple[str, Message]]:
-    """One request per numeric or enum field reachable in ``descriptor`` (through singular
-    nested messages and one element of repeated ones) and per :data:`EDGE_VALUES` value of
-    its type, that field holding it and the rest of the request empty; with a description."""
-    found: list[tuple[str, Message]] = []
-    for path in _number_paths(descriptor, (), depth):
-        leaf = path[-1]
-        for value in EDGE_VALUES[leaf.type]:
-            request = message_class(descriptor)()
-            target: Any = request
-            for nested in path[:-1]:
-                field_ = getattr(target, nested.name)
-                target = field_.add() if nested.is_repeated else field_
-            if leaf.is_repeated:
-                getattr(target, leaf.name).append(value)
-            else:
-                setattr(target, leaf.name, value)
-            found.append((f"{'.'.join(f.name for f in path)} = {value}", request))
-    return found
-
-
-def _number_paths(
-    descriptor: Descriptor, prefix: tuple[FieldDescriptor, ...], depth: int
-) -> list[tuple[FieldDescriptor, ...]]:
-    paths: list[tuple[FieldDescriptor, ...]] = []
-    for f in descriptor.fields:
-        if f.type in EDGE_VALUES:
-            paths.append((*prefix, f))
-            continue
-        nested = f.message_type
-        # Durations and timestamps included: their seconds are int64s a handler converts.
-        if nested is not None and depth > 0 and not nested.GetOptions().map_entry:
-            paths += _number_paths(nested, (*prefix, f), depth - 1)
-    return paths
-
-
 def metadata_for(
     settings: Settings, rpc: Rpc, credential: Credential, driver: str = SEED_DRIVER
 ) -> tuple[tuple[str, str], ...]:
@@ -388,20 +326,12 @@ class Seeds:
 
 def seed(settings: Settings, edge: str) -> Seeds:
     """A driver, an order, an origin and a geofence in the test tenant."""
-    order_id, tracking_token = create_driver_and_order(
-        settings, edge, SEED_DRIVER, PICKUP, DROP_OFF
-    )
+    order_id, tracking_token = assigned_order(settings, edge, SEED_DRIVER)
     witness = create_driver_and_order(settings, edge, WITNESS_DRIVER, PICKUP, DROP_OFF)
     staff = bearer(settings, Role.DISPATCHER)
     with grpc.insecure_channel(edge) as channel:
         origin = origin_pb2.Origin(origin_id=SEED_ORIGIN, name="Fuzz Kitchen")
         origin.address.location.lat, origin.address.location.lng = PICKUP.lat, PICKUP.lng
-        # Assigned, so that the driver's stop and failed-attempt events reach dispatch.
-        dispatch_service_pb2_grpc.DispatchServiceStub(channel).AssignOrder(
-            dispatch_service_pb2.AssignOrderRequest(order_id=order_id, driver_id=SEED_DRIVER),
-            metadata=staff,
-            timeout=30,
-        )
         origin_service_pb2_grpc.OriginServiceStub(channel).UpsertOrigin(
             origin_service_pb2.UpsertOriginRequest(origin=origin), metadata=staff, timeout=30
         )
@@ -412,6 +342,35 @@ def seed(settings: Settings, edge: str) -> Seeds:
             fleet_service_pb2.CreateGeofenceRequest(geofence=fence), metadata=staff, timeout=30
         )
     return Seeds(order_id, tracking_token, created.geofence.geofence_id, *witness)
+
+
+def assigned_order(settings: Settings, edge: str, driver_id: str) -> tuple[str, str]:
+    """A new order assigned to ``driver_id`` (registered here), so that the driver's stop and
+    failed-attempt calls reach dispatch's checks: (order id, tracking token)."""
+    order_id, tracking_token = create_driver_and_order(settings, edge, driver_id, PICKUP, DROP_OFF)
+    with grpc.insecure_channel(edge) as channel:
+        dispatch_service_pb2_grpc.DispatchServiceStub(channel).AssignOrder(
+            dispatch_service_pb2.AssignOrderRequest(order_id=order_id, driver_id=driver_id),
+            metadata=bearer(settings, Role.DISPATCHER),
+            timeout=30,
+        )
+    return order_id, tracking_token
+
+
+def sweep_ids(seeds: Seeds, driver_id: str, order_id: str, token: str) -> dict[str, str]:
+    """The ids a plausible request of the sweep names, by field name: ``driver_id`` and
+    ``order_id`` its own, the seed origin and geofence."""
+    ids = {
+        "driver_id": driver_id,
+        "order_id": order_id,
+        "tracking_token": token,
+        "stop_id": f"{order_id}-p",
+        "origin_id": SEED_ORIGIN,
+        "geofence_id": seeds.geofence_id,
+        "tenant_id": TENANT,
+    }
+    # Lists of ids (driver_ids, order_ids...) name the same ones.
+    return ids | {f"{name}s": value for name, value in ids.items() if name.endswith("_id")}
 
 
 def _tracking(channel: grpc.Channel, token: str) -> tracking_service_pb2.GetTrackingResponse:

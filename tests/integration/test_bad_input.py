@@ -16,6 +16,7 @@ import itertools
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from tests.integration.bad_input_support import (
     CREDENTIAL_MIX,
     KNOWN_UNIMPLEMENTED,
     LOOSE_DRIVER,
+    PICKUP,
     SEED_DRIVER,
+    SWEEP_DRIVER,
     Credential,
     Outcome,
     Rpc,
@@ -40,15 +43,17 @@ from tests.integration.bad_input_support import (
     Summary,
     all_rpcs,
     assert_still_serving,
+    assigned_order,
     call,
     connect,
-    edge_value_requests,
     good_event,
     hello,
     metadata_for,
     seed,
+    sweep_ids,
 )
 from tests.integration.conftest import Platform, platform_settings, running_platform
+from tests.integration.edge_requests import Plausible, edge_value_requests
 from tests.integration.fuzz_messages import MessageStrategies, Pools, unknown_fields
 from tests.integration.orders_support import own_postgres_db, own_redis_db
 
@@ -189,21 +194,28 @@ def test_rpc_answers_bad_input_with_a_proper_status(
 
 
 def test_edge_numbers_get_a_proper_status(
-    private_platform: Platform, channel: grpc.Channel
+    private_platform: Platform, seeds: Seeds, channel: grpc.Channel
 ) -> None:
     """Every numeric and enum field of every request (the driver stream's events have unit
     tests) at the ends of its type's range, non-finite, or an enum number no enum defines,
-    called by the role the RPC is meant for. Random examples reach such a value in a field
-    that breaks only by chance: ListOrders took status 32767 and answered INTERNAL to 32768
-    (a SMALLINT column)."""
-    checked = 0
+    called by the role the RPC is meant for; the rest of the request empty, then plausible.
+    Random examples reach such a value in a field that breaks only by chance: ListOrders
+    took status 32767 and answered INTERNAL to 32768 (a SMALLINT column)."""
+    settings_, edge = private_platform.settings, private_platform.edge_address
+    # Its own order: the sweep cancels, reschedules and reassigns what it names.
+    order_id, token = assigned_order(settings_, edge, SWEEP_DRIVER)
+    plausible = Plausible(sweep_ids(seeds, SWEEP_DRIVER, order_id, token), PICKUP)
+    codes: Counter[str] = Counter()
     for rpc in (r for r in RPCS if not r.streams_in):
-        metadata = metadata_for(private_platform.settings, rpc, Credential.PREFERRED)
-        for shown, request in edge_value_requests(rpc.method.input_type):
-            outcome = call(channel, rpc, request.SerializeToString(), metadata)
-            _check(rpc, outcome, shown)
-            checked += 1
-    assert checked >= 150, checked
+        metadata = metadata_for(settings_, rpc, Credential.PREFERRED, SWEEP_DRIVER)
+        descriptor = rpc.method.input_type
+        for template in (None, plausible.template(descriptor)):
+            for shown, request in edge_value_requests(descriptor, template):
+                outcome = call(channel, rpc, request.SerializeToString(), metadata)
+                _check(rpc, outcome, f"{shown} in {_shown(request)}")
+                codes[outcome.code.name] += 1
+    print(f"edge values: {dict(codes)}")
+    assert codes.total() >= 300, codes
 
 
 @pytest.mark.parametrize("rpc", [r for r in RPCS if r.streams_in], ids=lambda r: r.path)

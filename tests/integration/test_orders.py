@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -315,6 +316,20 @@ def test_failed_delivery_policies(
     failed_entry = next(e for e in entries if e.status.status == S.ORDER_STATUS_FAILED)
     assert failed_entry.status.failure_reason == reason
     customer.close()
+
+
+@pytest.mark.parametrize(
+    ("lat", "lng"), [(math.nan, 14.5), (35.9, math.inf), (91.0, 14.5), (35.9, -180.5)]
+)
+def test_a_failed_attempt_at_a_bad_position_is_refused_and_changes_nothing(
+    client: Client, dispatch: Dispatch, r: redis.Redis, lat: float, lng: float
+) -> None:
+    order_id, _ = picked_up_by_driver(client, dispatch, r)
+    request = pb.ReportFailedAttemptRequest(order_id=order_id, reason=S.FAILURE_REASON_NOT_HOME)
+    request.position.lat, request.position.lng = lat, lng
+    code, message = error_of(lambda: client.orders.ReportFailedAttempt(request, metadata=client.md))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "position" in message
+    assert client.get(order_id).status == S.ORDER_STATUS_PICKED_UP
 
 
 def test_max_attempts_then_return(client: Client, dispatch: Dispatch, r: redis.Redis) -> None:

@@ -264,7 +264,12 @@ def test_bad_breaks_are_refused(client: Client) -> None:
     endless = dispatch_pb2.DriverBreak(
         start_window=window(1200, 1200), duration=Duration(seconds=13 * 3600)
     )
-    for brk in (inverted, endless, dispatch_pb2.DriverBreak(duration=Duration(seconds=60))):
+    # Nanos beyond a second: the stored JSON could not be written (it answered INTERNAL).
+    malformed = dispatch_pb2.DriverBreak(
+        start_window=window(1200, 1200), duration=Duration(seconds=1, nanos=2**31 - 1)
+    )
+    no_window = dispatch_pb2.DriverBreak(duration=Duration(seconds=60))
+    for brk in (inverted, endless, malformed, no_window):
         bad = dispatch_pb2.Driver()
         bad.CopyFrom(base)
         bad.breaks.append(brk)

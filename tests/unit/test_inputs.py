@@ -5,6 +5,7 @@ not define."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -18,12 +19,14 @@ from core.errors import InvalidArgument
 from core.inputs import (
     MAX_TIMESTAMP_S,
     MIN_TIMESTAMP_S,
+    check_position,
     check_text,
     client_datetime,
     client_seconds,
     enum_problem,
     enum_values,
     nul_field,
+    position_problem,
 )
 
 
@@ -108,3 +111,25 @@ def test_durations_are_read_without_overflow_and_malformed_ones_refused() -> Non
     for bad in (Duration(seconds=1, nanos=-1), Duration(nanos=1_000_000_000)):
         with pytest.raises(InvalidArgument, match="max_drive is not a valid Duration"):
             client_seconds(bad, "max_drive")
+
+
+@pytest.mark.parametrize(
+    ("lat", "lng", "why"),
+    [
+        (math.nan, 14.5, "finite"),
+        (35.9, -math.inf, "finite"),
+        (90.5, 14.5, "out of range"),
+        (35.9, 180.000001, "out of range"),
+    ],
+)
+def test_positions_off_the_globe_are_named(lat: float, lng: float, why: str) -> None:
+    problem = position_problem(lat, lng, "stop.position")
+    assert problem is not None and problem.startswith("stop.position") and why in problem
+    with pytest.raises(InvalidArgument, match=r"^stop\.position"):
+        check_position(lat, lng, "stop.position")
+
+
+def test_positions_on_the_globe_pass_including_its_edges() -> None:
+    for lat, lng in ((35.9, 14.5), (-90.0, -180.0), (90.0, 180.0), (0.0, 0.0)):
+        assert position_problem(lat, lng, "p") is None
+        check_position(lat, lng, "p")

@@ -357,6 +357,32 @@ def assigned_order(settings: Settings, edge: str, driver_id: str) -> tuple[str, 
     return order_id, tracking_token
 
 
+def pick_up(settings: Settings, edge: str, driver_id: str, order_id: str) -> None:
+    """``driver_id`` arrives at the order's pickup and picks it up (stop events on its own
+    stream, as the app sends them); returns once dispatch shows the order picked up."""
+    service = driver_service_pb2.DESCRIPTOR.services_by_name["DriverGatewayService"]
+    rpc = Rpc(service.full_name, service.methods_by_name["Connect"])
+    events = [hello()]
+    for seq, kind in enumerate(
+        (driver_pb2.STOP_EVENT_KIND_ARRIVED, driver_pb2.STOP_EVENT_KIND_PICKED_UP), start=1
+    ):
+        stop = driver_pb2.StopEvent(order_id=order_id, stop_id=f"{order_id}-p", kind=kind)
+        events.append(driver_service_pb2.ConnectRequest(seq=seq, stop=stop))
+    staff = bearer(settings, Role.DISPATCHER)
+    with grpc.insecure_channel(edge) as channel:
+        payloads = [e.SerializeToString() for e in events]
+        outcome = connect(channel, rpc, payloads, bearer(settings, Role.DRIVER, driver=driver_id))
+        assert outcome.code == grpc.StatusCode.OK, outcome
+        orders = order_service_pb2_grpc.OrderServiceStub(channel)
+
+        def picked_up() -> bool:
+            request = order_service_pb2.GetOrderRequest(order_id=order_id)
+            order = orders.GetOrder(request, metadata=staff, timeout=30).order
+            return order.status == common_pb2.ORDER_STATUS_PICKED_UP
+
+        wait_until(picked_up, timeout=30, what=f"order {order_id} picked up")
+
+
 def sweep_ids(seeds: Seeds, driver_id: str, order_id: str, token: str) -> dict[str, str]:
     """The ids a plausible request of the sweep names, by field name: ``driver_id`` and
     ``order_id`` its own, the seed origin and geofence."""

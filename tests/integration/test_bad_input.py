@@ -49,11 +49,12 @@ from tests.integration.bad_input_support import (
     good_event,
     hello,
     metadata_for,
+    pick_up,
     seed,
     sweep_ids,
 )
 from tests.integration.conftest import Platform, platform_settings, running_platform
-from tests.integration.edge_requests import Plausible, edge_value_requests
+from tests.integration.edge_requests import Plausible, Template, edge_value_requests
 from tests.integration.fuzz_messages import MessageStrategies, Pools, unknown_fields
 from tests.integration.orders_support import own_postgres_db, own_redis_db
 
@@ -202,17 +203,23 @@ def test_edge_numbers_get_a_proper_status(
     Random examples reach such a value in a field that breaks only by chance: ListOrders
     took status 32767 and answered INTERNAL to 32768 (a SMALLINT column)."""
     settings_, edge = private_platform.settings, private_platform.edge_address
-    # Its own order: the sweep cancels, reschedules and reassigns what it names.
-    order_id, token = assigned_order(settings_, edge, SWEEP_DRIVER)
-    plausible = Plausible(sweep_ids(seeds, SWEEP_DRIVER, order_id, token), PICKUP)
+    # Orders of its own (the sweep reschedules and reports on what it names), one assigned and
+    # one picked up, so that calls meant for either state get past the state check.
+    assigned = assigned_order(settings_, edge, SWEEP_DRIVER)
+    picked_up = assigned_order(settings_, edge, SWEEP_DRIVER)
+    pick_up(settings_, edge, SWEEP_DRIVER, picked_up[0])
     codes: Counter[str] = Counter()
     for rpc in (r for r in RPCS if not r.streams_in):
         metadata = metadata_for(settings_, rpc, Credential.PREFERRED, SWEEP_DRIVER)
         descriptor = rpc.method.input_type
-        for template in (None, plausible.template(descriptor)):
+        templates: dict[str, Template | None] = {"empty": None}
+        for stage, (order_id, token) in (("assigned", assigned), ("picked up", picked_up)):
+            plausible = Plausible(sweep_ids(seeds, SWEEP_DRIVER, order_id, token), PICKUP)
+            templates[f"plausible, order {stage}"] = plausible.template(descriptor)
+        for kind, template in templates.items():
             for shown, request in edge_value_requests(descriptor, template):
                 outcome = call(channel, rpc, request.SerializeToString(), metadata)
-                _check(rpc, outcome, f"{shown} in {_shown(request)}")
+                _check(rpc, outcome, f"{shown} in {_shown(request)} ({kind})")
                 codes[outcome.code.name] += 1
     print(f"edge values: {dict(codes)}")
     assert codes.total() >= 300, codes

@@ -1,4 +1,5 @@
-"""Checks of values clients send, shared by every service: text that PostgreSQL can store,
+"""Checks of values clients send, shared by every service: text that PostgreSQL can store and
+of a sane length,
 timestamps and durations that protobuf can convert, enum values the contracts define,
 positions on the globe.
 
@@ -25,11 +26,18 @@ MIN_TIMESTAMP_S = -62_135_596_800
 MAX_TIMESTAMP_S = 253_402_300_799
 MAX_NANOS = 999_999_999
 _TEXT_OR_NESTED = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE)
+# The longest string any request field may carry (a URL's customary limit): no name, address
+# or note is longer, and each may be written to PostgreSQL, logs and messages to others.
+MAX_TEXT_CHARS = 2048
+# Ids name Redis keys, pub/sub channels and token subjects as well as rows: kept short.
+MAX_ID_CHARS = 128
+_ID_SUFFIXES = ("_id", "_ids", "idempotency_key")
 
 
-def nul_field(message: Message, path: str = "") -> str | None:
-    """The dotted path of the first string field under ``message`` (map keys and values
-    included) that holds a NUL character, which no text column of PostgreSQL can store."""
+def text_problem(message: Message, path: str = "") -> str | None:
+    """Why a string field under ``message`` (map keys and values included) cannot be taken,
+    naming it by its dotted path, or None: a NUL character, which no text column of PostgreSQL
+    can store, or more than :data:`MAX_TEXT_CHARS` (:data:`MAX_ID_CHARS` for ids)."""
     for field, value in message.ListFields():
         if field.type not in _TEXT_OR_NESTED:
             continue
@@ -39,26 +47,31 @@ def nul_field(message: Message, path: str = "") -> str | None:
             items = [*value.keys(), *value.values()]
         else:
             items = list(value) if field.is_repeated else [value]
+        limit = MAX_ID_CHARS if field.name.endswith(_ID_SUFFIXES) else MAX_TEXT_CHARS
         for item in items:
-            found = _nul_in(item, name)
+            found = _problem_in(item, name, limit)
             if found is not None:
                 return found
     return None
 
 
-def _nul_in(item: object, name: str) -> str | None:
-    if isinstance(item, str):
-        return name if "\x00" in item else None
+def _problem_in(item: object, name: str, limit: int) -> str | None:
     if isinstance(item, Message):
-        return nul_field(item, name)
+        return text_problem(item, name)
+    if not isinstance(item, str):
+        return None
+    if "\x00" in item:
+        return f"{name} must not contain NUL characters"
+    if len(item) > limit:
+        return f"{name} is longer than {limit} characters ({len(item)})"
     return None
 
 
 def check_text(message: Message) -> None:
-    """INVALID_ARGUMENT when a string field of ``message`` holds a NUL character."""
-    field = nul_field(message)
-    if field is not None:
-        raise InvalidArgument(f"{field} must not contain NUL characters")
+    """INVALID_ARGUMENT with :func:`text_problem`'s reason, if any."""
+    problem = text_problem(message)
+    if problem is not None:
+        raise InvalidArgument(problem)
 
 
 def client_datetime(ts: Timestamp, field: str) -> dt.datetime:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
-from core.inputs import enum_problem, nul_field, position_problem
+from core.inputs import enum_problem, position_problem, text_problem
 from core.settings import Settings
 
 # google.rpc.Code values used in Reject.code.
@@ -117,10 +117,10 @@ def check_event(
         return Refusal(FAILED_PRECONDITION, "Hello is only allowed as the first message")
     if kind == "locations":
         return check_batch(request.locations, settings, now_s)
-    nul = nul_field(getattr(request, kind), kind)
-    if nul is not None:
-        # PostgreSQL, where these events end up, cannot store NUL in text.
-        return _invalid(f"{nul} must not contain NUL characters")
+    # These events end up in PostgreSQL and on the bus: text it can store, of a sane length.
+    text = text_problem(getattr(request, kind), kind)
+    if text is not None:
+        return _invalid(text)
     if kind == "status":
         problem = enum_problem(
             request.status.status, common_pb2.DriverStatus.DESCRIPTOR, "status.status"

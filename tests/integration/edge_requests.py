@@ -1,6 +1,6 @@
-"""Requests of the bad-input suite's deterministic sweep: each numeric or enum field of a
-request at the ends of its type's range, non-finite, or an enum number no enum defines, one
-field at a time. The rest of the request is either empty or *plausible* (ids that exist,
+"""Requests of the bad-input suite's deterministic sweep: each numeric, enum or string field
+of a request at the ends of its type's range, non-finite, an enum number no enum defines, or
+text empty, over-long or with a NUL, one field at a time. The rest of the request is either empty or *plausible* (ids that exist,
 coordinates in the test city, times ahead, small positive numbers): an empty request reaches
 only handlers without other required fields, a plausible one gets the value past the checks
 of its neighbours."""
@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -27,9 +27,12 @@ _F = FieldDescriptor
 _INT32 = (2**31 - 1, -(2**31))
 _INT64 = (2**63 - 1, -(2**63))
 _FLOATS = (math.nan, math.inf, -math.inf, -1e300)
-# The values tried per field type: the ends of each integer range, non-finite floats, and for
-# enums the largest int32, which no enum of the contracts defines.
-EDGE_VALUES: dict[int, tuple[float, ...]] = {
+# Strings: empty, far over any length limit, a NUL inside, direction marks and an emoji.
+LONG_TEXT_CHARS = 100_000
+EDGE_STRINGS = ("", "x" * LONG_TEXT_CHARS, "a\x00b", "\u202e\ud7ff\U0001f600")
+# The values tried per field type: the ends of each integer range, non-finite floats, for
+# enums the largest int32, which no enum of the contracts defines, and the strings above.
+EDGE_VALUES: dict[int, tuple[float, ...] | tuple[str, ...]] = {
     _F.TYPE_ENUM: (2**31 - 1,),
     _F.TYPE_INT32: _INT32,
     _F.TYPE_SINT32: _INT32,
@@ -43,31 +46,51 @@ EDGE_VALUES: dict[int, tuple[float, ...]] = {
     _F.TYPE_FIXED64: (2**64 - 1,),
     _F.TYPE_DOUBLE: _FLOATS,
     _F.TYPE_FLOAT: _FLOATS,
+    _F.TYPE_STRING: EDGE_STRINGS,
 }
 
-# A field path from a request down to one of its numbers.
+# A field path from a request down to one of its numbers or strings.
 Path = tuple[FieldDescriptor, ...]
 # The request a path's value is set into.
 Template = Callable[[Path], Message]
 
 
+class EdgeRequest(NamedTuple):
+    """One request of the sweep: the field set, its value, the whole request."""
+
+    shown: str
+    value: float | str
+    request: Message
+
+
 def edge_value_requests(
     descriptor: Descriptor, template: Template | None = None
-) -> list[tuple[str, Message]]:
-    """One request per numeric or enum field reachable in ``descriptor`` (through singular
-    nested messages and the first element of repeated ones) and per :data:`EDGE_VALUES` value
-    of its type, that field holding it and the rest as ``template`` makes it (empty without
-    one); with a description."""
-    found: list[tuple[str, Message]] = []
-    for path in _number_paths(descriptor, (), EDGE_DEPTH):
+) -> list[EdgeRequest]:
+    """One request per numeric, enum or string field reachable in ``descriptor`` (through
+    singular nested messages and the first element of repeated ones) and per
+    :data:`EDGE_VALUES` value of its type, that field holding it and the rest as ``template``
+    makes it (empty without one)."""
+    found: list[EdgeRequest] = []
+    for path in _edge_paths(descriptor, (), EDGE_DEPTH):
         for value in EDGE_VALUES[path[-1].type]:
             request = template(path) if template else message_class(descriptor)()
             _set(request, path, value)
-            found.append((f"{'.'.join(f.name for f in path)} = {value}", request))
+            shown = f"{'.'.join(f.name for f in path)} = {_short(value)}"
+            found.append(EdgeRequest(shown, value, request))
     return found
 
 
-def _number_paths(descriptor: Descriptor, prefix: Path, depth: int) -> list[Path]:
+# How much of a string value a description shows.
+SHOWN_CHARS = 20
+
+
+def _short(value: float | str) -> str:
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+def _edge_paths(descriptor: Descriptor, prefix: Path, depth: int) -> list[Path]:
     paths: list[Path] = []
     for f in descriptor.fields:
         if f.type in EDGE_VALUES:
@@ -76,11 +99,11 @@ def _number_paths(descriptor: Descriptor, prefix: Path, depth: int) -> list[Path
         nested = f.message_type
         # Durations and timestamps included: their seconds are int64s a handler converts.
         if nested is not None and depth > 0 and not nested.GetOptions().map_entry:
-            paths += _number_paths(nested, (*prefix, f), depth - 1)
+            paths += _edge_paths(nested, (*prefix, f), depth - 1)
     return paths
 
 
-def _set(request: Message, path: Path, value: float) -> None:
+def _set(request: Message, path: Path, value: float | str) -> None:
     target: Any = request
     for nested in path[:-1]:
         field_ = getattr(target, nested.name)

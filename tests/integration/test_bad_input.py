@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from core.inputs import MAX_TEXT_CHARS
 from ops.servers import PostgresServer, RedisServer, SeaweedS3
 from tests.integration.bad_input_support import (
     CREDENTIAL_MIX,
@@ -197,9 +198,10 @@ def test_rpc_answers_bad_input_with_a_proper_status(
 def test_edge_numbers_get_a_proper_status(
     private_platform: Platform, seeds: Seeds, channel: grpc.Channel
 ) -> None:
-    """Every numeric and enum field of every request (the driver stream's events have unit
-    tests) at the ends of its type's range, non-finite, or an enum number no enum defines,
-    called by the role the RPC is meant for; the rest of the request empty, then plausible.
+    """Every numeric, enum and string field of every request (the driver stream's events
+    have unit tests) at the ends of its type's range, non-finite, an enum number no enum
+    defines, or text empty, over-long (always refused) or with a NUL, called by the role the
+    RPC is meant for; the rest of the request empty, then plausible.
     Random examples reach such a value in a field that breaks only by chance: ListOrders
     took status 32767 and answered INTERNAL to 32768 (a SMALLINT column)."""
     settings_, edge = private_platform.settings, private_platform.edge_address
@@ -217,9 +219,12 @@ def test_edge_numbers_get_a_proper_status(
             plausible = Plausible(sweep_ids(seeds, SWEEP_DRIVER, order_id, token), PICKUP)
             templates[f"plausible, order {stage}"] = plausible.template(descriptor)
         for kind, template in templates.items():
-            for shown, request in edge_value_requests(descriptor, template):
+            for shown, value, request in edge_value_requests(descriptor, template):
                 outcome = call(channel, rpc, request.SerializeToString(), metadata)
-                _check(rpc, outcome, f"{shown} in {_shown(request)} ({kind})")
+                described = f"{shown} in {_shown(request)} ({kind})"
+                _check(rpc, outcome, described)
+                if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+                    assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, described
                 codes[outcome.code.name] += 1
     print(f"edge values: {dict(codes)}")
     assert codes.total() >= 300, codes

@@ -160,6 +160,19 @@ Req = driver_service_pb2.ConnectRequest
             ),
             "failed_attempt.note must not contain NUL",
         ),
+        (
+            Req(
+                seq=1,
+                failed_attempt=driver_pb2.FailedAttempt(
+                    order_id="o", note="n" * 5000, reason=common_pb2.FAILURE_REASON_NOT_HOME
+                ),
+            ),
+            "failed_attempt.note is longer than 2048 characters (5000)",
+        ),
+        (
+            Req(seq=1, offer_answer=driver_pb2.OfferAnswer(offer_id="x" * 129, accepted=True)),
+            "offer_answer.offer_id is longer than 128 characters (129)",
+        ),
     ],
 )
 def test_other_events_are_checked(request_: driver_service_pb2.ConnectRequest, text: str) -> None:

@@ -17,6 +17,8 @@ from lastmile.pod.v1 import pod_service_pb2
 
 from core.errors import InvalidArgument
 from core.inputs import (
+    MAX_ID_CHARS,
+    MAX_TEXT_CHARS,
     MAX_TIMESTAMP_S,
     MIN_TIMESTAMP_S,
     check_position,
@@ -25,8 +27,8 @@ from core.inputs import (
     client_seconds,
     enum_problem,
     enum_values,
-    nul_field,
     position_problem,
+    text_problem,
 )
 
 
@@ -34,23 +36,43 @@ def test_clean_text_passes() -> None:
     order = dispatch_pb2.Order(order_id="ord-1", external_ref="é 😀 ' OR 1=1")
     order.drop_off_address.line1 = "Triq il-Kbira"
     request = order_service_pb2.CreateOrderRequest(idempotency_key="k", order=order)
-    assert nul_field(request) is None
+    assert text_problem(request) is None
     check_text(request)
 
 
 def test_nul_is_found_in_nested_repeated_and_map_fields() -> None:
     order = dispatch_pb2.Order(order_id="ord-1")
     order.drop_off_address.line1 = "a\x00b"
-    assert nul_field(order_service_pb2.CreateOrderRequest(order=order)) == (
-        "order.drop_off_address.line1"
+    assert text_problem(order_service_pb2.CreateOrderRequest(order=order)) == (
+        "order.drop_off_address.line1 must not contain NUL characters"
     )
     listed = order_service_pb2.WatchOrdersRequest(order_ids=["a", "b\x00"])
-    assert nul_field(listed) == "order_ids"
+    assert text_problem(listed) == "order_ids must not contain NUL characters"
     upload = pod_service_pb2.CreateUploadUrlResponse()
     upload.form_fields["key"] = "\x00"
-    assert nul_field(upload) == "form_fields"
+    assert text_problem(upload) == "form_fields must not contain NUL characters"
     with pytest.raises(InvalidArgument, match="order_ids must not contain NUL characters"):
         check_text(listed)
+
+
+def test_over_long_text_is_refused_ids_sooner_than_other_text() -> None:
+    order = dispatch_pb2.Order(customer_name="x" * MAX_TEXT_CHARS)
+    order.drop_off_address.line1 = "y" * MAX_TEXT_CHARS
+    request = order_service_pb2.CreateOrderRequest(idempotency_key="k" * MAX_ID_CHARS, order=order)
+    assert text_problem(request) is None
+    order.drop_off_address.line1 += "y"
+    request = order_service_pb2.CreateOrderRequest(order=order)
+    assert text_problem(request) == (
+        f"order.drop_off_address.line1 is longer than {MAX_TEXT_CHARS} characters"
+        f" ({MAX_TEXT_CHARS + 1})"
+    )
+    listed = order_service_pb2.WatchOrdersRequest(order_ids=["a", "b" * (MAX_ID_CHARS + 1)])
+    assert text_problem(listed) == (
+        f"order_ids is longer than {MAX_ID_CHARS} characters ({MAX_ID_CHARS + 1})"
+    )
+    keyed = order_service_pb2.CreateOrderRequest(idempotency_key="k" * (MAX_ID_CHARS + 1))
+    with pytest.raises(InvalidArgument, match=f"^idempotency_key is longer than {MAX_ID_CHARS}"):
+        check_text(keyed)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from core import auth
 from core.auth import Role
 from core.errors import FailedPrecondition, InvalidArgument, NotFound
+from core.inputs import MAX_ID_CHARS, MAX_TEXT_CHARS
 from core.interceptors import MAX_DETAILS_BYTES, ServiceInterceptor
 from core.settings import Settings
 from tests.helpers import async_wait_until
@@ -36,6 +37,11 @@ class Orders(order_service_pb2_grpc.OrderServiceServicer):
         return order_service_pb2.GetOrderResponse(
             order=dispatch_pb2.Order(order_id=request.order_id, tenant_id=caller.tenant_id)
         )
+
+    async def ReportFailedAttempt(
+        self, request: order_service_pb2.ReportFailedAttemptRequest, context: Any
+    ) -> order_service_pb2.ReportFailedAttemptResponse:
+        raise FailedPrecondition(f"cannot record: {request.note}")
 
     async def CreateOrder(
         self, request: order_service_pb2.CreateOrderRequest, context: Any
@@ -220,12 +226,25 @@ async def test_the_caller_is_bound_from_the_bearer_token(
 async def test_an_over_long_message_is_cut(
     stub: order_service_pb2_grpc.OrderServiceAsyncStub,
 ) -> None:
-    # The status travels in HTTP/2 trailers: 100 kB would reset the stream instead.
-    call = stub.GetOrder(order_service_pb2.GetOrderRequest(order_id="missing" + "é" * 50_000))
-    code, details = await _status(call)
-    assert code == grpc.StatusCode.NOT_FOUND
-    assert details.startswith("order missingéé") and details.endswith("...")
+    # The status travels in HTTP/2 trailers: a message quoting a long text of the request
+    # (2,048 characters of two bytes each) would reset the stream.
+    request = order_service_pb2.ReportFailedAttemptRequest(
+        order_id="o-1", note="é" * MAX_TEXT_CHARS
+    )
+    code, details = await _status(stub.ReportFailedAttempt(request))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details.startswith("cannot record: éé") and details.endswith("...")
     assert len(details.encode()) <= MAX_DETAILS_BYTES + 3
+
+
+async def test_over_long_text_is_refused_before_the_handler(
+    stub: order_service_pb2_grpc.OrderServiceAsyncStub,
+) -> None:
+    call = stub.GetOrder(order_service_pb2.GetOrderRequest(order_id="missing" + "é" * 50_000))
+    assert await _status(call) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"order_id is longer than {MAX_ID_CHARS} characters (50007)",
+    )
 
 
 async def test_text_with_nul_is_refused_before_the_handler(

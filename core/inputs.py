@@ -74,13 +74,23 @@ def check_text(message: Message) -> None:
         raise InvalidArgument(problem)
 
 
-def client_datetime(ts: Timestamp, field: str) -> dt.datetime:
-    """A client Timestamp as an aware UTC datetime; INVALID_ARGUMENT outside years 1-9999
-    or with nanos outside 0..999,999,999."""
+def timestamp_problem(ts: Timestamp, field: str) -> str | None:
+    """Why ``ts`` is no valid Timestamp (outside years 1-9999, nanos outside
+    0..999,999,999), or None. protobuf refuses to convert such a value later, where no caller
+    is left to answer."""
     if not MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S:
-        raise InvalidArgument(f"{field} is outside the years 1 to 9999")
+        return f"{field} is outside the years 1 to 9999"
     if not 0 <= ts.nanos <= MAX_NANOS:
-        raise InvalidArgument(f"{field}.nanos must be within 0..{MAX_NANOS}")
+        return f"{field}.nanos must be within 0..{MAX_NANOS}"
+    return None
+
+
+def client_datetime(ts: Timestamp, field: str) -> dt.datetime:
+    """A client Timestamp as an aware UTC datetime; INVALID_ARGUMENT with
+    :func:`timestamp_problem`'s reason when it is malformed."""
+    problem = timestamp_problem(ts, field)
+    if problem is not None:
+        raise InvalidArgument(problem)
     return ts.ToDatetime(tzinfo=dt.UTC)
 
 

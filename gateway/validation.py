@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
-from core.inputs import enum_problem, position_problem, text_problem
+from core.inputs import enum_problem, position_problem, text_problem, timestamp_problem
 from core.settings import Settings
 
 # google.rpc.Code values used in Reject.code.
@@ -64,6 +64,10 @@ def check_fix(
         return _invalid(f"{where}.heading_deg must be below 360 (negative = unknown)")
     if not fix.HasField("captured_at"):
         return _invalid(f"{where}.captured_at is missing")
+    # The processor converts it to a datetime after the ack; a malformed one would be lost there.
+    malformed = timestamp_problem(fix.captured_at, f"{where}.captured_at")
+    if malformed is not None:
+        return _invalid(malformed)
     captured = fix.captured_at.seconds + fix.captured_at.nanos / 1e9
     if captured > now_s + settings.ingest_max_future_s:
         return _invalid(

@@ -55,6 +55,8 @@ SEED_ORIGIN = "fuzz-origin"
 WITNESS_DRIVER = "fuzz-witness"
 # The driver of the deterministic sweep's own order (it cancels and reschedules what it names).
 SWEEP_DRIVER = "fuzz-sweep"
+# The driver whose stream carries the sweep's driver events (its own rate budget and order).
+EVENTS_DRIVER = "fuzz-events"
 PICKUP = LatLng(35.8989, 14.5146)
 DROP_OFF = LatLng(35.9122, 14.5020)
 

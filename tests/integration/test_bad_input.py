@@ -32,6 +32,7 @@ from core.inputs import MAX_TEXT_CHARS
 from ops.servers import PostgresServer, RedisServer, SeaweedS3
 from tests.integration.bad_input_support import (
     CREDENTIAL_MIX,
+    EVENTS_DRIVER,
     KNOWN_UNIMPLEMENTED,
     LOOSE_DRIVER,
     PICKUP,
@@ -55,7 +56,7 @@ from tests.integration.bad_input_support import (
     sweep_ids,
 )
 from tests.integration.conftest import Platform, platform_settings, running_platform
-from tests.integration.edge_requests import Plausible, Template, edge_value_requests
+from tests.integration.edge_requests import EdgeRequest, Plausible, Template, edge_value_requests
 from tests.integration.fuzz_messages import MessageStrategies, Pools, unknown_fields
 from tests.integration.orders_support import own_postgres_db, own_redis_db
 
@@ -110,8 +111,13 @@ def private_platform(
         shutil.rmtree(data_dir, ignore_errors=True)
     # Background work (consumers of the random driver events) has no caller to answer: an
     # unexpected error there only shows in the log.
-    tracebacks = {name: log[-3000:] for name, log in logs.items() if "Traceback" in log}
-    assert not tracebacks, tracebacks
+    tracebacks = {
+        name: log[log.index("Traceback") :][:3000]
+        for name, log in logs.items()
+        if "Traceback" in log
+    }
+    if tracebacks:
+        pytest.fail("\n\n".join(f"{name}.log:\n{text}" for name, text in tracebacks.items()))
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +234,52 @@ def test_edge_numbers_get_a_proper_status(
                 codes[outcome.code.name] += 1
     print(f"edge values: {dict(codes)}")
     assert codes.total() >= 300, codes
+
+
+def test_driver_events_at_edge_values_are_each_answered(
+    private_platform: Platform, seeds: Seeds, channel: grpc.Channel
+) -> None:
+    """Every numeric, enum and string field of every driver event at the sweep's edge values,
+    the rest plausible (about the driver's own picked-up order), on one stream of that driver:
+    each event gets its Ack or a Reject with a message, over-long text is refused, and the
+    consumers behind the gateway take the accepted ones without a traceback (the platform's
+    logs are checked at the end of the module)."""
+    settings_, edge = private_platform.settings, private_platform.edge_address
+    order_id, token = assigned_order(settings_, edge, EVENTS_DRIVER)
+    pick_up(settings_, edge, EVENTS_DRIVER, order_id)
+    plausible = Plausible(sweep_ids(seeds, EVENTS_DRIVER, order_id, token), PICKUP)
+    rpc = next(r for r in RPCS if r.path.endswith("DriverGatewayService/Connect"))
+    descriptor = rpc.method.input_type
+    events: list[tuple[EdgeRequest, Message]] = []
+    for edge_request in edge_value_requests(descriptor, plausible.template(descriptor)):
+        event: Any = edge_request.request
+        if event.WhichOneof("event") in (None, "hello") or edge_request.shown.startswith("seq"):
+            continue  # Hello and sequence numbers have tests of their own
+        event.seq = len(events) + 1
+        events.append((edge_request, event))
+    payloads = [hello().SerializeToString(), *(e.SerializeToString() for _, e in events)]
+    metadata = metadata_for(settings_, rpc, Credential.DRIVER, EVENTS_DRIVER)
+    outcome = connect(channel, rpc, payloads, metadata)
+    assert outcome.code == grpc.StatusCode.OK, outcome
+    answers: dict[int, Any] = {}
+    for response in outcome.responses:
+        kind = _kind(response)
+        if kind in ("ack", "reject"):
+            answers[getattr(response, kind).seq] = response
+    assert len(answers) == len(events) > 80, (len(answers), len(events))
+    kinds: Counter[str] = Counter()
+    for edge_request, event in events:
+        answer = answers[event.seq]
+        shown = f"{edge_request.shown} in {_shown(event)}"
+        kinds[_kind(answer)] += 1
+        if _kind(answer) == "reject":
+            assert answer.reject.message.strip(), f"a Reject without a message for {shown}"
+        value = edge_request.value
+        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            assert _kind(answer) == "reject", shown
+    print(f"driver events at edge values: {dict(kinds)}")
+    assert kinds["ack"] > 0 and kinds["reject"] > 0, kinds
+    assert_still_serving(settings_, private_platform.addresses, edge, seeds)
 
 
 @pytest.mark.parametrize("rpc", [r for r in RPCS if r.streams_in], ids=lambda r: r.path)

@@ -76,6 +76,16 @@ def test_missing_position_and_time_are_refused() -> None:
     assert "captured_at is missing" in str(validation.check_batch(_batch(no_time), SETTINGS, NOW))
 
 
+@pytest.mark.parametrize("nanos", [-1, 1_000_000_000, 2**31 - 1])
+def test_a_capture_time_with_nanos_out_of_range_is_refused(nanos: int) -> None:
+    # It is within the allowed age by its seconds, but the processor cannot convert it after
+    # the ack: it must be refused before, not lost after.
+    fix = _fix()
+    fix.captured_at.nanos = nanos
+    refusal = validation.check_batch(_batch(fix), SETTINGS, NOW)
+    assert refusal is not None and "fixes[0].captured_at.nanos" in refusal.message
+
+
 def test_batch_size_limits() -> None:
     empty = validation.check_batch(_batch(), SETTINGS, NOW)
     assert empty is not None and "empty" in empty.message

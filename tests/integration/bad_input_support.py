@@ -328,7 +328,7 @@ class Seeds:
 
 def seed(settings: Settings, edge: str) -> Seeds:
     """A driver, an order, an origin and a geofence in the test tenant."""
-    order_id, tracking_token = assigned_order(settings, edge, SEED_DRIVER)
+    assigned = assigned_order(settings, edge, SEED_DRIVER)
     witness = create_driver_and_order(settings, edge, WITNESS_DRIVER, PICKUP, DROP_OFF)
     staff = bearer(settings, Role.DISPATCHER)
     with grpc.insecure_channel(edge) as channel:
@@ -343,20 +343,30 @@ def seed(settings: Settings, edge: str) -> Seeds:
         created = fleet_service_pb2_grpc.FleetServiceStub(channel).CreateGeofence(
             fleet_service_pb2.CreateGeofenceRequest(geofence=fence), metadata=staff, timeout=30
         )
-    return Seeds(order_id, tracking_token, created.geofence.geofence_id, *witness)
+    return Seeds(assigned.order_id, assigned.tracking_token, created.geofence.geofence_id, *witness)
 
 
-def assigned_order(settings: Settings, edge: str, driver_id: str) -> tuple[str, str]:
-    """A new order assigned to ``driver_id`` (registered here), so that the driver's stop and
-    failed-attempt calls reach dispatch's checks: (order id, tracking token)."""
+@dataclass(frozen=True)
+class Assigned:
+    """An order assigned to a driver: what the sweep's plausible requests name."""
+
+    order_id: str
+    tracking_token: str
+    route_id: str
+
+
+def assigned_order(settings: Settings, edge: str, driver_id: str) -> Assigned:
+    """A new order assigned to ``driver_id`` (registered here), so that the driver's stop,
+    failed-attempt and route calls reach dispatch's checks."""
     order_id, tracking_token = create_driver_and_order(settings, edge, driver_id, PICKUP, DROP_OFF)
     with grpc.insecure_channel(edge) as channel:
-        dispatch_service_pb2_grpc.DispatchServiceStub(channel).AssignOrder(
+        answer = dispatch_service_pb2_grpc.DispatchServiceStub(channel).AssignOrder(
             dispatch_service_pb2.AssignOrderRequest(order_id=order_id, driver_id=driver_id),
             metadata=bearer(settings, Role.DISPATCHER),
             timeout=30,
         )
-    return order_id, tracking_token
+    assert answer.order.route_id, f"order {order_id} assigned without a route"
+    return Assigned(order_id, tracking_token, answer.order.route_id)
 
 
 def pick_up(settings: Settings, edge: str, driver_id: str, order_id: str) -> None:
@@ -385,14 +395,15 @@ def pick_up(settings: Settings, edge: str, driver_id: str, order_id: str) -> Non
         wait_until(picked_up, timeout=30, what=f"order {order_id} picked up")
 
 
-def sweep_ids(seeds: Seeds, driver_id: str, order_id: str, token: str) -> dict[str, str]:
+def sweep_ids(seeds: Seeds, driver_id: str, assigned: Assigned) -> dict[str, str]:
     """The ids a plausible request of the sweep names, by field name: ``driver_id`` and
-    ``order_id`` its own, the seed origin and geofence."""
+    the assigned order's own, the seed origin and geofence."""
     ids = {
         "driver_id": driver_id,
-        "order_id": order_id,
-        "tracking_token": token,
-        "stop_id": f"{order_id}-p",
+        "order_id": assigned.order_id,
+        "tracking_token": assigned.tracking_token,
+        "route_id": assigned.route_id,
+        "stop_id": f"{assigned.order_id}-p",
         "origin_id": SEED_ORIGIN,
         "geofence_id": seeds.geofence_id,
         "tenant_id": TENANT,

@@ -123,7 +123,6 @@ _UNSET_STRINGS = frozenset(
     {
         "after_cursor",
         "page_token",
-        "route_id",
         "fallback_provider_id",
         "fallback_origin_ids",
         "external_ref",

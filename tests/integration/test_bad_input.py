@@ -215,14 +215,14 @@ def test_edge_numbers_get_a_proper_status(
     # one picked up, so that calls meant for either state get past the state check.
     assigned = assigned_order(settings_, edge, SWEEP_DRIVER)
     picked_up = assigned_order(settings_, edge, SWEEP_DRIVER)
-    pick_up(settings_, edge, SWEEP_DRIVER, picked_up[0])
+    pick_up(settings_, edge, SWEEP_DRIVER, picked_up.order_id)
     codes: Counter[str] = Counter()
     for rpc in (r for r in RPCS if not r.streams_in):
         metadata = metadata_for(settings_, rpc, Credential.PREFERRED, SWEEP_DRIVER)
         descriptor = rpc.method.input_type
         templates: dict[str, Template | None] = {"empty": None}
-        for stage, (order_id, token) in (("assigned", assigned), ("picked up", picked_up)):
-            plausible = Plausible(sweep_ids(seeds, SWEEP_DRIVER, order_id, token), PICKUP)
+        for stage, order in (("assigned", assigned), ("picked up", picked_up)):
+            plausible = Plausible(sweep_ids(seeds, SWEEP_DRIVER, order), PICKUP)
             templates[f"plausible, order {stage}"] = plausible.template(descriptor)
         for kind, template in templates.items():
             for shown, value, request in edge_value_requests(descriptor, template):
@@ -245,9 +245,9 @@ def test_driver_events_at_edge_values_are_each_answered(
     consumers behind the gateway take the accepted ones without a traceback (the platform's
     logs are checked at the end of the module)."""
     settings_, edge = private_platform.settings, private_platform.edge_address
-    order_id, token = assigned_order(settings_, edge, EVENTS_DRIVER)
-    pick_up(settings_, edge, EVENTS_DRIVER, order_id)
-    plausible = Plausible(sweep_ids(seeds, EVENTS_DRIVER, order_id, token), PICKUP)
+    assigned = assigned_order(settings_, edge, EVENTS_DRIVER)
+    pick_up(settings_, edge, EVENTS_DRIVER, assigned.order_id)
+    plausible = Plausible(sweep_ids(seeds, EVENTS_DRIVER, assigned), PICKUP)
     rpc = next(r for r in RPCS if r.path.endswith("DriverGatewayService/Connect"))
     descriptor = rpc.method.input_type
     events: list[tuple[EdgeRequest, Message]] = []

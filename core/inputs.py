@@ -1,7 +1,6 @@
-"""Checks of values clients send, shared by every service: text that PostgreSQL can store and
-of a sane length,
-timestamps and durations that protobuf can convert, enum values the contracts define,
-positions on the globe.
+"""Checks of values clients send, shared by every service: text of a sane length that
+PostgreSQL can store, timestamps and durations that protobuf can convert, enum values the
+contracts define, positions on the globe.
 
 Without them such values fail deep inside a handler (PostgreSQL refuses NUL characters,
 protobuf's conversions raise ``ValueError`` outside their range) and reach the caller as

@@ -1,6 +1,8 @@
 """The one server interceptor every service runs: caller identity, domain errors to gRPC
-status, metrics and error logging, for unary and streaming RPCs alike; and load shedding of
-unary RPCs beyond ``server_max_inflight_unary`` in flight (RESOURCE_EXHAUSTED, health exempt)."""
+status, metrics and error logging, for unary and streaming RPCs alike; load shedding of
+unary RPCs beyond ``server_max_inflight_unary`` in flight (RESOURCE_EXHAUSTED, health exempt);
+and checks every request message gets before a handler sees it (bytes that parse, text that
+can be stored)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,15 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from core import auth, inputs, metrics
-from core.errors import ResourceExhausted, ServiceError
+from core.errors import InvalidArgument, ResourceExhausted, ServiceError
 from core.outages import is_outage
 from core.ratelimit import InflightGate
 from core.settings import Settings
@@ -23,6 +26,7 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 Behavior = Callable[..., Any]
+Deserializer = Callable[[bytes], Any]
 # Never shed: an orchestrator must still see the health of an overloaded process.
 UNSHED_PREFIXES = ("/grpc.health.v1.Health/",)
 # Longest status message sent (see _bounded).
@@ -55,24 +59,24 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method),
-                handler.request_deserializer,
+                _tolerant(handler.request_deserializer),
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 self._unary(handler.stream_unary, method),
-                handler.request_deserializer,
+                _tolerant(handler.request_deserializer),
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(handler.unary_stream, method),
-                handler.request_deserializer,
+                _tolerant(handler.request_deserializer),
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
             self._streaming(handler.stream_stream, method),  # type: ignore[arg-type]
-            handler.request_deserializer,
+            _tolerant(handler.request_deserializer),
             handler.response_serializer,
         )
 
@@ -89,8 +93,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                     raise ResourceExhausted(
                         "server overloaded: too many calls in flight; retry with backoff"
                     )
-                _check_request(request)
-                result = behavior(request, context)
+                result = behavior(_checked(request), context)
                 return await result if inspect.isawaitable(result) else result
             except BaseException as exc:
                 code = await self._fail(exc, method, context)
@@ -111,8 +114,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             metrics.STREAMS_OPEN.labels(service, name).inc()
             code = grpc.StatusCode.OK
             try:
-                _check_request(request)
-                result = behavior(request, context)
+                result = behavior(_checked(request), context)
                 if inspect.isasyncgen(result):
                     async for item in result:
                         yield item
@@ -173,10 +175,53 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         metrics.RPC_SECONDS.labels(service, name).observe(time.perf_counter() - started)
 
 
-def _check_request(request: Any) -> None:
-    """Text no handler can store is refused before any handler runs: every string may end up
-    in PostgreSQL, which refuses NUL characters (an INTERNAL from deep inside otherwise).
-    Client streams (the driver's Connect) are checked per message by their handler."""
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Stands in for a request message whose bytes protobuf could not parse, so that the
+    caller reads INVALID_ARGUMENT; grpc itself would answer UNKNOWN, and a driver stream
+    would end as if the server had failed."""
+
+    reason: str
+
+
+def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
+    if deserializer is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return Undecodable(str(exc))
+
+    return parse
+
+
+def _checked(request: Any) -> Any:
+    """``request`` once it passed the checks every request needs, or a client stream whose
+    messages are each checked as the handler reads them."""
+    if isinstance(request, AsyncIterator):
+        return _checked_stream(request)
+    _check_message(request)
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(
+                f"a message of the stream is not a valid message ({request.reason})"
+            )
+        yield request
+
+
+def _check_message(request: Any) -> None:
+    """Bytes that are no message are refused, and text no handler can store: every string
+    may end up in PostgreSQL, which refuses NUL characters (an INTERNAL from deep inside
+    otherwise). Client streams (the driver's Connect) get their text checked per event by
+    their handler, where a refusal is a Reject and the stream goes on."""
+    if isinstance(request, Undecodable):
+        raise InvalidArgument(f"the request is not a valid message ({request.reason})")
     if isinstance(request, Message):
         inputs.check_text(request)
 

@@ -48,7 +48,13 @@ from core import auth, metrics, topics
 from core.auth import Principal, Role
 from core.db import Database
 from core.driver_commands import tracking_config, tracking_mode_key
-from core.errors import FailedPrecondition, PermissionDenied, Unauthenticated, Unavailable
+from core.errors import (
+    FailedPrecondition,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
 from core.ratelimit import KeyedRateLimiter
 from core.settings import Settings
 from gateway import ownership, validation
@@ -172,6 +178,8 @@ class DriverGateway(driver_service_pb2_grpc.DriverGatewayServiceServicer):
             out.put_nowait(_END)
         except asyncio.CancelledError:
             raise
+        except ServiceError as exc:  # the stream itself is bad (a message that is no event)
+            out.put_nowait(exc)
         except Exception as exc:
             log.warning("driver stream failed", extra={"driver": driver_id, "error": str(exc)})
             out.put_nowait(Unavailable("event queue unavailable, reconnect and resend"))

@@ -33,8 +33,10 @@ from ops.servers import PostgresServer, RedisServer, SeaweedS3
 from tests.integration.bad_input_support import (
     CREDENTIAL_MIX,
     EVENTS_DRIVER,
+    GARBLED_DRIVER,
     KNOWN_UNIMPLEMENTED,
     LOOSE_DRIVER,
+    NOT_A_MESSAGE,
     PICKUP,
     SEED_DRIVER,
     SWEEP_DRIVER,
@@ -280,6 +282,36 @@ def test_driver_events_at_edge_values_are_each_answered(
     print(f"driver events at edge values: {dict(kinds)}")
     assert kinds["ack"] > 0 and kinds["reject"] > 0, kinds
     assert_still_serving(settings_, private_platform.addresses, edge, seeds)
+
+
+def test_bytes_that_are_no_message_are_invalid_argument(
+    private_platform: Platform, channel: grpc.Channel
+) -> None:
+    """Every RPC sent bytes that parse as no message answers INVALID_ARGUMENT (grpc alone
+    answers UNKNOWN). The driver stream answers the events before them, then ends with
+    INVALID_ARGUMENT (not UNAVAILABLE, which tells the app to reconnect and send it again),
+    and what it acked stays accepted."""
+    settings_ = private_platform.settings
+    for rpc in (r for r in RPCS if not r.streams_in):
+        metadata = metadata_for(settings_, rpc, Credential.PREFERRED, GARBLED_DRIVER)
+        outcome = call(channel, rpc, NOT_A_MESSAGE, metadata)
+        assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (rpc.path, outcome)
+        assert outcome.details.startswith("the request is not a valid message"), outcome
+    rpc = next(r for r in RPCS if r.path.endswith("DriverGatewayService/Connect"))
+    metadata = metadata_for(settings_, rpc, Credential.DRIVER, GARBLED_DRIVER)
+    event = good_event()
+    event.seq = 1
+    payloads = [hello().SerializeToString(), event.SerializeToString(), NOT_A_MESSAGE]
+    outcome = connect(channel, rpc, payloads, metadata)
+    assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, outcome
+    assert "not a valid message" in outcome.details, outcome
+    # Pushes (a tracking config, a route) may come in between; the answers are what counts.
+    kinds = [_kind(r) for r in outcome.responses]
+    assert kinds[0] == "welcome" and [k for k in kinds if k in ("ack", "reject")] == ["ack"], kinds
+    again = connect(channel, rpc, [hello().SerializeToString()], metadata)
+    assert again.code == grpc.StatusCode.OK, again
+    welcome: Any = again.responses[0]
+    assert welcome.welcome.last_acked_seq == 1, welcome
 
 
 @pytest.mark.parametrize("rpc", [r for r in RPCS if r.streams_in], ids=lambda r: r.path)

@@ -260,3 +260,23 @@ async def test_text_with_nul_is_refused_before_the_handler(
         grpc.StatusCode.INVALID_ARGUMENT,
         "order_ids must not contain NUL characters",
     )
+
+
+# Bytes no GetOrderRequest parses from: a field 1 (order_id) whose length runs past the end.
+NOT_A_MESSAGE = b"\x0a\x05ab"
+
+
+async def test_bytes_that_are_no_message_are_invalid_argument(channel: aio.Channel) -> None:
+    # grpc itself answers UNKNOWN, naming the exception's class.
+    unary: Any = channel.unary_unary(f"/{SERVICE}/GetOrder", None, None)
+    stream: Any = channel.unary_stream(f"/{SERVICE}/WatchOrders", None, None)
+    outcomes = {
+        "GetOrder": await _status(unary(NOT_A_MESSAGE)),
+        "WatchOrders": await _status(stream(NOT_A_MESSAGE).read()),
+    }
+    for path, (code, details) in outcomes.items():
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (path, code, details)
+        assert details == (
+            "the request is not a valid message (Error parsing message with type"
+            f" 'lastmile.dispatch.v1.{path}Request')"
+        )

@@ -36,7 +36,8 @@ _ID_SUFFIXES = ("_id", "_ids", "idempotency_key")
 def text_problem(message: Message, path: str = "") -> str | None:
     """Why a string field under ``message`` (map keys and values included) cannot be taken,
     naming it by its dotted path, or None: a NUL character, which no text column of PostgreSQL
-    can store, or more than :data:`MAX_TEXT_CHARS` (:data:`MAX_ID_CHARS` for ids)."""
+    can store, more than :data:`MAX_TEXT_CHARS` (:data:`MAX_ID_CHARS` for ids), or an empty
+    entry in a list of ids (which names nothing: "order '' not found" would blame the data)."""
     for field, value in message.ListFields():
         if field.type not in _TEXT_OR_NESTED:
             continue
@@ -46,6 +47,8 @@ def text_problem(message: Message, path: str = "") -> str | None:
             items = [*value.keys(), *value.values()]
         else:
             items = list(value) if field.is_repeated else [value]
+        if field.is_repeated and field.name.endswith("_ids") and "" in items:
+            return f"{name}[{items.index('')}] is empty"
         limit = MAX_ID_CHARS if field.name.endswith(_ID_SUFFIXES) else MAX_TEXT_CHARS
         for item in items:
             found = _problem_in(item, name, limit)

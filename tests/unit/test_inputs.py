@@ -55,6 +55,12 @@ def test_nul_is_found_in_nested_repeated_and_map_fields() -> None:
         check_text(listed)
 
 
+def test_an_empty_entry_in_a_list_of_ids_is_named() -> None:
+    listed = order_service_pb2.WatchOrdersRequest(order_ids=["a", "", "b"])
+    assert text_problem(listed) == "order_ids[1] is empty"
+    assert text_problem(order_service_pb2.WatchOrdersRequest(order_ids=["a", "b"])) is None
+
+
 def test_over_long_text_is_refused_ids_sooner_than_other_text() -> None:
     order = dispatch_pb2.Order(customer_name="x" * MAX_TEXT_CHARS)
     order.drop_off_address.line1 = "y" * MAX_TEXT_CHARS

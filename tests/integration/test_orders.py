@@ -9,6 +9,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -90,6 +91,42 @@ def test_create_is_idempotent_and_secrets_are_returned_once(
     assert row["tracking_token_digest"] == tracking_token_digest(first.order.tracking_token)
     assert first.delivery_code not in row["delivery_code_digest"]
     assert [e.event_type for e in client.events(first.order.order_id)] == ["created"]
+
+
+def test_concurrent_retries_of_one_create_make_one_order(
+    client: Client, dispatch: Dispatch
+) -> None:
+    """A client that timed out retries while its first call is still in flight: the calls
+    with the same key and body make one order; those with the key and another body are
+    ALREADY_EXISTS, never INTERNAL (the unique index is what decides between them)."""
+    message = order()
+    other = order(ref="another body")
+
+    def create(body: dispatch_pb2.Order) -> tuple[grpc.StatusCode, Any]:
+        try:
+            return grpc.StatusCode.OK, client.create(key="k-race", message=body)
+        except grpc.RpcError as error:
+            return error.code(), error.details()
+
+    bodies = [message] * 8 + [other] * 4
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        outcomes = list(pool.map(create, bodies))
+    replies = [reply for code, reply in outcomes if code == grpc.StatusCode.OK]
+    (winner,) = {reply.order.external_ref for reply in replies}
+    for body, (code, answer) in zip(bodies, outcomes, strict=True):
+        won = body.external_ref == winner
+        expected = grpc.StatusCode.OK if won else grpc.StatusCode.ALREADY_EXISTS
+        assert code == expected, (body.external_ref, code, answer)
+    assert len({reply.order.order_id for reply in replies}) == 1
+    # The secrets go to the one call that created the order.
+    assert sum(1 for reply in replies if reply.order.tracking_token) == 1
+    rows = sql(
+        dispatch.settings.database_url,
+        "SELECT order_id FROM orders WHERE tenant_id = $1 AND idempotency_key = $2",
+        client.tenant,
+        "k-race",
+    )
+    assert len(rows) == 1, rows
 
 
 def test_bad_inputs_get_clear_statuses(client: Client, dispatch: Dispatch) -> None:

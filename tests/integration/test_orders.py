@@ -486,6 +486,43 @@ def test_assign_and_reassign_an_order(client: Client, dispatch: Dispatch) -> Non
     ]
 
 
+def test_concurrent_assignments_leave_the_order_with_one_driver(
+    client: Client, dispatch: Dispatch
+) -> None:
+    """Dispatchers assigning one order to different drivers at the same moment: each call
+    either wins (a reassignment of the one before) or is refused with a status; at the end the
+    order is on the route of its driver only, and its history pairs every unassignment with an
+    assignment."""
+    order_id = client.create().order.order_id
+    drivers = [_driver(client) for _ in range(6)]
+
+    def assign(driver_id: str) -> grpc.StatusCode:
+        request = dps.AssignOrderRequest(order_id=order_id, driver_id=driver_id)
+        try:
+            client.admin.AssignOrder(request, metadata=client.md)
+        except grpc.RpcError as error:
+            assert error.details(), error
+            return error.code()
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(max_workers=len(drivers)) as pool:
+        codes = list(pool.map(assign, drivers))
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.ABORTED}, codes
+    assert grpc.StatusCode.OK in codes
+    final = client.get(order_id)
+    assert final.status == S.ORDER_STATUS_ASSIGNED and final.driver_id in drivers
+    on_routes = sql(
+        dispatch.settings.database_url,
+        "SELECT DISTINCT r.driver_id FROM route_stops s JOIN routes r USING (route_id)"
+        " WHERE s.order_id = $1",
+        order_id,
+    )
+    assert [row["driver_id"] for row in on_routes] == [final.driver_id]
+    kinds = [e.event_type for e in client.events(order_id)]
+    assert kinds.count("assigned") == kinds.count("unassigned") + 1, kinds
+    assert kinds.count("assigned") == codes.count(grpc.StatusCode.OK), (kinds, codes)
+
+
 def test_assign_refusals(client: Client, dispatch: Dispatch) -> None:
     order_id = client.create().order.order_id
 

@@ -220,6 +220,37 @@ async def test_photo_proof_is_recorded_announced_and_delivers_the_order(env: Env
     assert (await env.confirm(order, _photo_request(key, photo, taken))).proof == proof
 
 
+async def test_concurrent_confirmations_record_one_proof(env: Env) -> None:
+    """The app retries while its first confirmation is in flight, and a second photo races
+    it: the calls with the winning photo all get its one record, the others ALREADY_EXISTS,
+    and one proof with one event is stored."""
+    order = await env.order()
+    taken = _now() - dt.timedelta(seconds=20)
+    photos = [
+        photo_jpeg(taken.replace(microsecond=0), DOOR.lat, DOOR.lng, size=size)
+        for size in ((320, 240), (330, 240))
+    ]
+    requests = [_photo_request(await env.upload(order, PHOTO, p), p, taken) for p in photos]
+    racing = [requests[0]] * 4 + [requests[1]] * 2
+    outcomes = await asyncio.gather(
+        *(env.confirm(order, r) for r in racing), return_exceptions=True
+    )
+    proofs = [o.proof for o in outcomes if not isinstance(o, BaseException)]
+    (winner,) = {proof.object_key for proof in proofs}
+    assert len({proof.proof_id for proof in proofs}) == 1
+    for request, outcome in zip(racing, outcomes, strict=True):
+        if request.object_key == winner:
+            assert not isinstance(outcome, BaseException), outcome
+        else:
+            assert isinstance(outcome, grpc.aio.AioRpcError), outcome
+            assert outcome.code() == grpc.StatusCode.ALREADY_EXISTS, outcome
+
+    async def settled() -> bool:
+        return await env.stored(order) == (1, 1, common_pb2.ORDER_STATUS_DELIVERED)
+
+    assert await async_wait_until(settled, within=20, what="one proof, one event, delivered")
+
+
 async def test_get_proof_for_the_customer_and_dispatchers_only(env: Env) -> None:
     order, stranger = await env.order(), await env.order()
     taken = _now()

@@ -188,6 +188,8 @@ class DriverEventConsumer:
             log.warning("stop event of unknown kind", extra={"kind": stop.kind})
             return
         details = {"stop_id": stop.stop_id}
+        if stop.HasField("at"):  # when the driver acted: the app may have been offline
+            details["reported_at"] = stop.at.ToJsonString()
         await progress.advance(
             self._ctx,
             stop.order_id,
@@ -226,6 +228,7 @@ class DriverEventConsumer:
             lat=attempt.position.lat if attempt.HasField("position") else None,
             lng=attempt.position.lng if attempt.HasField("position") else None,
             dedupe=dedupe,
+            reported_at=attempt.at.ToJsonString() if attempt.HasField("at") else "",
         )
         await failures.report_failed_attempt(self._ctx, None, report, Actor(f"driver:{driver_id}"))
 

@@ -42,6 +42,8 @@ class Attempt:
     lng: float | None = None
     #: Set for reports from the bus: a replayed report with the same key is skipped.
     dedupe: str = ""
+    #: When the driver's app recorded the attempt (RFC 3339), if it said.
+    reported_at: str = ""
 
 
 def policies(settings: Settings) -> dict[int, int]:
@@ -121,6 +123,8 @@ def _evidence(attempt: Attempt, number: int) -> dict[str, Any]:
         details["dedupe"] = attempt.dedupe
     if attempt.lat is not None and attempt.lng is not None:
         details["position"] = [attempt.lat, attempt.lng]
+    if attempt.reported_at:
+        details["reported_at"] = attempt.reported_at
     return details
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from google.protobuf import timestamp_pb2
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
@@ -23,6 +24,8 @@ FAILED_PRECONDITION = 9
 MAX_SEQ = 2**53
 # The largest route version there can be (routes.version is a PostgreSQL integer).
 MAX_ROUTE_VERSION = 2**31 - 1
+# Events that carry the time the driver acted (``at``), kept with what they record.
+_TIMED = ("status", "stop", "failed_attempt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +67,26 @@ def check_fix(
         return _invalid(f"{where}.heading_deg must be below 360 (negative = unknown)")
     if not fix.HasField("captured_at"):
         return _invalid(f"{where}.captured_at is missing")
-    # The processor converts it to a datetime after the ack; a malformed one would be lost there.
-    malformed = timestamp_problem(fix.captured_at, f"{where}.captured_at")
+    return _check_time(fix.captured_at, f"{where}.captured_at", settings, now_s)
+
+
+def _check_time(
+    ts: timestamp_pb2.Timestamp, field: str, settings: Settings, now_s: float
+) -> Refusal | None:
+    """A time the app captured: well formed (consumers convert it after the ack, where a
+    malformed one would be lost), not further ahead or back than the settings allow."""
+    malformed = timestamp_problem(ts, field)
     if malformed is not None:
         return _invalid(malformed)
-    captured = fix.captured_at.seconds + fix.captured_at.nanos / 1e9
-    if captured > now_s + settings.ingest_max_future_s:
+    at = ts.seconds + ts.nanos / 1e9
+    if at > now_s + settings.ingest_max_future_s:
         return _invalid(
-            f"{where}.captured_at is {captured - now_s:.0f} s in the future "
+            f"{field} is {at - now_s:.0f} s in the future "
             f"(at most {settings.ingest_max_future_s:g} s allowed)"
         )
-    if captured < now_s - settings.ingest_max_age_s:
+    if at < now_s - settings.ingest_max_age_s:
         return _invalid(
-            f"{where}.captured_at is {now_s - captured:.0f} s old "
-            f"(at most {settings.ingest_max_age_s:g} s allowed)"
+            f"{field} is {now_s - at:.0f} s old (at most {settings.ingest_max_age_s:g} s allowed)"
         )
     return None
 
@@ -121,10 +130,15 @@ def check_event(
         return Refusal(FAILED_PRECONDITION, "Hello is only allowed as the first message")
     if kind == "locations":
         return check_batch(request.locations, settings, now_s)
+    event = getattr(request, kind)
     # These events end up in PostgreSQL and on the bus: text it can store, of a sane length.
-    text = text_problem(getattr(request, kind), kind)
+    text = text_problem(event, kind)
     if text is not None:
         return _invalid(text)
+    if kind in _TIMED and event.HasField("at"):
+        refusal = _check_time(event.at, f"{kind}.at", settings, now_s)
+        if refusal is not None:
+            return refusal
     if kind == "status":
         problem = enum_problem(
             request.status.status, common_pb2.DriverStatus.DESCRIPTOR, "status.status"

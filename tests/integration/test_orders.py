@@ -397,6 +397,31 @@ def test_driver_failed_attempt_on_the_bus_applies_once(
     assert client.get(order_id).attempt == 2
 
 
+def test_the_drivers_time_of_a_stop_or_failed_attempt_is_kept_in_the_history(
+    client: Client, dispatch: Dispatch, r: redis.Redis
+) -> None:
+    """An app that was offline sends its events late: the history records when they arrived
+    and, as ``reported_at``, when the driver acted."""
+    order_id, driver_id = picked_up_by_driver(client, dispatch, r)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    failed = driver_pb2.FailedAttempt(order_id=order_id, reason=S.FAILURE_REASON_NOT_HOME)
+    failed.at.FromDatetime(now - dt.timedelta(seconds=90))
+    arrived = driver_pb2.StopEvent(order_id=order_id, kind=driver_pb2.STOP_EVENT_KIND_ARRIVED)
+    arrived.at.FromDatetime(now - dt.timedelta(seconds=30))
+    driver_event(r, driver_id, 3, ConnectRequest(seq=3, failed_attempt=failed))
+    driver_event(r, driver_id, 4, ConnectRequest(seq=4, stop=arrived))
+    wait_until(lambda: client.get(order_id).status == S.ORDER_STATUS_NEARBY, 10)
+    events = client.events(order_id)
+    attempt = next(e for e in events if e.event_type == "attempt_failed")
+    nearby = next(e for e in events if e.to_status == S.ORDER_STATUS_NEARBY)
+    assert json.loads(attempt.details_json)["reported_at"] == failed.at.ToJsonString()
+    assert json.loads(nearby.details_json)["reported_at"] == arrived.at.ToJsonString()
+    assert attempt.at.ToDatetime(dt.UTC) > now - dt.timedelta(seconds=10)
+    # Events without a time record none.
+    picked = next(e for e in events if e.to_status == S.ORDER_STATUS_PICKED_UP)
+    assert "reported_at" not in json.loads(picked.details_json)
+
+
 def test_geofence_entries_move_the_order_and_watch_follows_live(
     client: Client, dispatch: Dispatch, r: redis.Redis
 ) -> None:

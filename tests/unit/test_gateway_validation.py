@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
@@ -13,6 +14,9 @@ from gateway import validation
 from tests.helpers import undefined_enum
 
 SETTINGS = Settings.from_env({})
+IDLE = common_pb2.DRIVER_STATUS_IDLE
+ARRIVED = driver_pb2.STOP_EVENT_KIND_ARRIVED
+NOT_HOME = common_pb2.FAILURE_REASON_NOT_HOME
 NOW = 1_800_000_000.0
 
 
@@ -188,6 +192,41 @@ Req = driver_service_pb2.ConnectRequest
 def test_other_events_are_checked(request_: driver_service_pb2.ConnectRequest, text: str) -> None:
     refusal = validation.check_event(request_, SETTINGS, NOW)
     assert refusal is not None and text in refusal.message
+
+
+def _at(seconds_from_now: float, nanos: int = 0) -> Timestamp:
+    return Timestamp(seconds=int(NOW + seconds_from_now), nanos=nanos)
+
+
+@pytest.mark.parametrize(
+    ("at", "text"),
+    [
+        (_at(31), "s in the future (at most 30 s allowed)"),
+        (_at(-86_401), "s old (at most 86400 s allowed)"),
+        (_at(-5, nanos=-1), "nanos must be within"),
+        (Timestamp(seconds=2**62), "outside the years 1 to 9999"),
+    ],
+)
+def test_the_time_of_status_stop_and_failed_attempt_events_is_checked(
+    at: Timestamp, text: str
+) -> None:
+    # Stop events and failed attempts keep it in the order's history (when the driver acted,
+    # not when the event arrived): a clock far off would write a wrong one. Every time an
+    # app sends follows the same rule.
+    events = {
+        "status": Req(seq=1, status=driver_pb2.StatusChange(status=IDLE, at=at)),
+        "stop": Req(seq=1, stop=driver_pb2.StopEvent(order_id="o", kind=ARRIVED, at=at)),
+        "failed_attempt": Req(
+            seq=1, failed_attempt=driver_pb2.FailedAttempt(order_id="o", reason=NOT_HOME, at=at)
+        ),
+    }
+    for kind, event in events.items():
+        refusal = validation.check_event(event, SETTINGS, NOW)
+        assert refusal is not None and refusal.code == validation.INVALID_ARGUMENT, kind
+        assert refusal.message.startswith(f"{kind}.at") and text in refusal.message, refusal
+        event_at = getattr(event, kind).at
+        event_at.CopyFrom(_at(-60))
+        assert validation.check_event(event, SETTINGS, NOW) is None, kind
 
 
 def test_good_other_events_pass() -> None:

@@ -24,7 +24,7 @@ FAILED_PRECONDITION = 9
 MAX_SEQ = 2**53
 # The largest route version there can be (routes.version is a PostgreSQL integer).
 MAX_ROUTE_VERSION = 2**31 - 1
-# Events that carry the time the driver acted (``at``), kept with what they record.
+# Events that carry the time the driver acted (``at``, optional): checked like capture times.
 _TIMED = ("status", "stop", "failed_attempt")
 
 

@@ -1,11 +1,12 @@
 """What the Envoy edge enforces, checked through the real Envoy: CORS for the configured
-origins only, and the request body limit (413) of API routes, while the driver's Connect
-stream (not buffered) still flows."""
+origins only, the request body limit (413) of API routes while the driver's Connect
+stream (not buffered) still flows, and statuses that reach browsers through grpc-web."""
 
 from __future__ import annotations
 
 import struct
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any
@@ -107,6 +108,16 @@ def test_bodies_over_the_limit_never_reach_the_service(hardened: Hardened) -> No
         with pytest.raises(grpc.RpcError) as caught:
             orders.GetOrder(small, metadata=staff, timeout=TIMEOUT_S)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_browser_body_that_is_no_message_is_invalid_argument(hardened: Hardened) -> None:
+    # A grpc-web frame whose bytes parse as no GetOrderRequest (a field running past the
+    # end): the status reaches the browser through Envoy's translation, as a trailers-only
+    # answer. grpc alone would answer UNKNOWN naming a Python exception.
+    status, headers = _grpc_web(hardened, GET_ORDER, b"\x0a\x05ab", ALLOWED_ORIGIN)
+    assert status == 200, headers
+    assert headers.get("grpc-status") == str(grpc.StatusCode.INVALID_ARGUMENT.value[0]), headers
+    assert "not a valid message" in urllib.parse.unquote(headers.get("grpc-message", ""))
 
 
 def test_the_driver_stream_is_not_buffered(hardened: Hardened) -> None:

@@ -56,31 +56,24 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         method: str = handler_call_details.method
+        deserializer = _tolerant(handler.request_deserializer)
+        serializer = handler.response_serializer
+        # Single-request RPCs are served as client streams whose one message the interceptor
+        # takes (_single): grpc, left to itself, never answers a call that half-closed without
+        # a message (an empty grpc-web body, a frame cut short); it waits for the deadline.
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method),
-                _tolerant(handler.request_deserializer),
-                handler.response_serializer,
-            )
+            behavior = self._unary(handler.unary_unary, method, single=True)
+            return grpc.stream_unary_rpc_method_handler(behavior, deserializer, serializer)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method),
-                _tolerant(handler.request_deserializer),
-                handler.response_serializer,
-            )
+            behavior = self._unary(handler.stream_unary, method, single=False)
+            return grpc.stream_unary_rpc_method_handler(behavior, deserializer, serializer)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method),
-                _tolerant(handler.request_deserializer),
-                handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._streaming(handler.stream_stream, method),  # type: ignore[arg-type]
-            _tolerant(handler.request_deserializer),
-            handler.response_serializer,
-        )
+            behavior = self._streaming(handler.unary_stream, method, single=True)
+            return grpc.stream_stream_rpc_method_handler(behavior, deserializer, serializer)
+        behavior = self._streaming(handler.stream_stream, method, single=False)  # type: ignore[arg-type]
+        return grpc.stream_stream_rpc_method_handler(behavior, deserializer, serializer)
 
-    def _unary(self, behavior: Behavior, method: str) -> Behavior:
+    def _unary(self, behavior: Behavior, method: str, single: bool) -> Behavior:
         sheddable = not method.startswith(UNSHED_PREFIXES)
 
         async def handle(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
@@ -93,6 +86,8 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                     raise ResourceExhausted(
                         "server overloaded: too many calls in flight; retry with backoff"
                     )
+                if single:
+                    request = await _single(request)
                 result = behavior(_checked(request), context)
                 return await result if inspect.isawaitable(result) else result
             except BaseException as exc:
@@ -105,7 +100,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
         return handle
 
-    def _streaming(self, behavior: Behavior, method: str) -> Behavior:
+    def _streaming(self, behavior: Behavior, method: str, single: bool) -> Behavior:
         async def handle(
             request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
@@ -114,6 +109,8 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             metrics.STREAMS_OPEN.labels(service, name).inc()
             code = grpc.StatusCode.OK
             try:
+                if single:
+                    request = await _single(request)
                 result = behavior(_checked(request), context)
                 if inspect.isasyncgen(result):
                     async for item in result:
@@ -195,6 +192,14 @@ def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
             return Undecodable(str(exc))
 
     return parse
+
+
+async def _single(requests: AsyncIterator[Any]) -> Any:
+    """The one message of a single-request RPC (a second one, which no client sends, is left
+    unread, as grpc itself does)."""
+    async for request in requests:
+        return request
+    raise InvalidArgument("the request has no complete message: the call ended before one")
 
 
 def _checked(request: Any) -> Any:

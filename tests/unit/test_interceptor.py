@@ -280,3 +280,14 @@ async def test_bytes_that_are_no_message_are_invalid_argument(channel: aio.Chann
             "the request is not a valid message (Error parsing message with type"
             f" 'lastmile.dispatch.v1.{path}Request')"
         )
+
+
+async def test_a_call_closed_without_its_request_is_invalid_argument(channel: aio.Channel) -> None:
+    # A client stream with no message, sent to single-request RPCs: grpc alone never answers.
+    unary: Any = channel.stream_unary(f"/{SERVICE}/GetOrder", None, None)
+    stream: Any = channel.stream_stream(f"/{SERVICE}/WatchOrders", None, None)
+    for call in (unary(iter([]), timeout=5), stream(iter([]), timeout=5).read()):
+        assert await _status(call) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the request has no complete message: the call ended before one",
+        )

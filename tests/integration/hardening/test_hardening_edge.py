@@ -110,14 +110,33 @@ def test_bodies_over_the_limit_never_reach_the_service(hardened: Hardened) -> No
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_a_browser_body_that_is_no_message_is_invalid_argument(hardened: Hardened) -> None:
-    # A grpc-web frame whose bytes parse as no GetOrderRequest (a field running past the
-    # end): the status reaches the browser through Envoy's translation, as a trailers-only
-    # answer. grpc alone would answer UNKNOWN naming a Python exception.
-    status, headers = _grpc_web(hardened, GET_ORDER, b"\x0a\x05ab", ALLOWED_ORIGIN)
-    assert status == 200, headers
-    assert headers.get("grpc-status") == str(grpc.StatusCode.INVALID_ARGUMENT.value[0]), headers
-    assert "not a valid message" in urllib.parse.unquote(headers.get("grpc-message", ""))
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        # Bytes that parse as no GetOrderRequest (a field running past the end).
+        (struct.pack(">BI", 0, 4) + b"\x0a\x05ab", "not a valid message"),
+        # A frame cut short, half a frame header, no frame at all.
+        (struct.pack(">BI", 0, 100) + b"ab", "no complete message"),
+        (b"\x00\x00", "no complete message"),
+        (b"", "no complete message"),
+    ],
+    ids=["not-a-message", "cut-frame", "half-header", "empty"],
+)
+def test_a_browser_body_without_a_request_is_invalid_argument(
+    hardened: Hardened, body: bytes, why: str
+) -> None:
+    # The status reaches the browser through Envoy's translation, as a trailers-only answer.
+    # grpc alone answers UNKNOWN naming a Python exception to the first, and nothing at all
+    # to the others: the call waits for the client's deadline.
+    headers = {
+        "content-type": "application/grpc-web+proto",
+        "x-grpc-web": "1",
+        "origin": ALLOWED_ORIGIN,
+    }
+    status, answer = _http(hardened, GET_ORDER, "POST", headers, body)
+    assert status == 200, answer
+    assert answer.get("grpc-status") == str(grpc.StatusCode.INVALID_ARGUMENT.value[0]), answer
+    assert why in urllib.parse.unquote(answer.get("grpc-message", "")), answer
 
 
 def test_the_driver_stream_is_not_buffered(hardened: Hardened) -> None:

@@ -1,8 +1,8 @@
 """The one server interceptor every service runs: caller identity, domain errors to gRPC
 status, metrics and error logging, for unary and streaming RPCs alike; load shedding of
 unary RPCs beyond ``server_max_inflight_unary`` in flight (RESOURCE_EXHAUSTED, health exempt);
-and checks every request message gets before a handler sees it (bytes that parse, text that
-can be stored)."""
+and checks every request gets before a handler sees it (a message that came whole and
+parses, text that can be stored)."""
 
 from __future__ import annotations
 

@@ -213,11 +213,14 @@ def _checked(request: Any) -> Any:
 
 async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
-        if isinstance(request, Undecodable):
-            raise InvalidArgument(
-                f"a message of the stream is not a valid message ({request.reason})"
-            )
-        yield request
+        yield _parsed(request, "a message of the stream")
+
+
+def _parsed(request: Any, what: str) -> Any:
+    """``request``, unless its bytes were no message (INVALID_ARGUMENT naming ``what``)."""
+    if isinstance(request, Undecodable):
+        raise InvalidArgument(f"{what} is not a valid message ({request.reason})")
+    return request
 
 
 def _check_message(request: Any) -> None:
@@ -225,9 +228,7 @@ def _check_message(request: Any) -> None:
     may end up in PostgreSQL, which refuses NUL characters (an INTERNAL from deep inside
     otherwise). Client streams (the driver's Connect) get their text checked per event by
     their handler, where a refusal is a Reject and the stream goes on."""
-    if isinstance(request, Undecodable):
-        raise InvalidArgument(f"the request is not a valid message ({request.reason})")
-    if isinstance(request, Message):
+    if isinstance(_parsed(request, "the request"), Message):
         inputs.check_text(request)
 
 

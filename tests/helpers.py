@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 POLL_INTERVAL_S = 0.05
+# Bytes no message parses from: field 1, length-delimited, 5 bytes long, but only 2 follow.
+NOT_A_MESSAGE = b"\x0a\x05ab"
 
 
 class WaitTimeout(AssertionError):

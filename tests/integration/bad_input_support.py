@@ -59,8 +59,6 @@ SWEEP_DRIVER = "fuzz-sweep"
 EVENTS_DRIVER = "fuzz-events"
 # The driver whose stream carries bytes that are no message (its acked seq is checked after).
 GARBLED_DRIVER = "fuzz-garbled"
-# Bytes no message parses from: field 1, length-delimited, 5 bytes long, but only 2 follow.
-NOT_A_MESSAGE = b"\x0a\x05ab"
 PICKUP = LatLng(35.8989, 14.5146)
 DROP_OFF = LatLng(35.9122, 14.5020)
 

@@ -30,13 +30,13 @@ from hypothesis import strategies as st
 
 from core.inputs import MAX_TEXT_CHARS
 from ops.servers import PostgresServer, RedisServer, SeaweedS3
+from tests.helpers import NOT_A_MESSAGE
 from tests.integration.bad_input_support import (
     CREDENTIAL_MIX,
     EVENTS_DRIVER,
     GARBLED_DRIVER,
     KNOWN_UNIMPLEMENTED,
     LOOSE_DRIVER,
-    NOT_A_MESSAGE,
     PICKUP,
     SEED_DRIVER,
     SWEEP_DRIVER,

@@ -18,7 +18,7 @@ from core.errors import FailedPrecondition, InvalidArgument, NotFound
 from core.inputs import MAX_ID_CHARS, MAX_TEXT_CHARS
 from core.interceptors import MAX_DETAILS_BYTES, ServiceInterceptor
 from core.settings import Settings
-from tests.helpers import async_wait_until
+from tests.helpers import NOT_A_MESSAGE, async_wait_until
 
 SETTINGS = Settings().replace(token_secret="interceptor-test-secret-32-bytes-long")
 SERVICE = "lastmile.dispatch.v1.OrderService"
@@ -260,10 +260,6 @@ async def test_text_with_nul_is_refused_before_the_handler(
         grpc.StatusCode.INVALID_ARGUMENT,
         "order_ids must not contain NUL characters",
     )
-
-
-# Bytes no GetOrderRequest parses from: a field 1 (order_id) whose length runs past the end.
-NOT_A_MESSAGE = b"\x0a\x05ab"
 
 
 async def test_bytes_that_are_no_message_are_invalid_argument(channel: aio.Channel) -> None:

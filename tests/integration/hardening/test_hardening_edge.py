@@ -16,6 +16,7 @@ import pytest
 from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2, order_service_pb2_grpc
 
 from core.auth import Role
+from tests.helpers import NOT_A_MESSAGE
 from tests.integration.hardening.conftest import ALLOWED_ORIGIN, EDGE_MAX_BYTES, Hardened
 from tests.integration.hardening.support import DOOR, TIMEOUT_S, bearer, drive, metric
 from tests.integration.ingest_support import DriverApp, token
@@ -113,8 +114,7 @@ def test_bodies_over_the_limit_never_reach_the_service(hardened: Hardened) -> No
 @pytest.mark.parametrize(
     ("body", "why"),
     [
-        # Bytes that parse as no GetOrderRequest (a field running past the end).
-        (struct.pack(">BI", 0, 4) + b"\x0a\x05ab", "not a valid message"),
+        (struct.pack(">BI", 0, len(NOT_A_MESSAGE)) + NOT_A_MESSAGE, "not a valid message"),
         # A frame cut short, half a frame header, no frame at all.
         (struct.pack(">BI", 0, 100) + b"ab", "no complete message"),
         (b"\x00\x00", "no complete message"),

@@ -295,6 +295,14 @@ class Settings:
     )
     eta_pickup_service_s: float = _doc("Service time at a pickup without a planned one.", 120.0)
     eta_drop_off_service_s: float = _doc("Service time at a drop-off without a planned one.", 90.0)
+    eta_accuracy_horizons_s: str = _doc(
+        "Band edges (seconds before the delivery, increasing, comma-separated) of the ETA"
+        " accuracy report (FleetService.GetEtaAccuracy).",
+        "300,900,1800,3600",
+    )
+    eta_accuracy_tolerance_s: float = _doc(
+        "An ETA off by at most this many seconds counts as on time in the accuracy report.", 120.0
+    )
 
     # --- web: browser apps and the road base map (ops/web.py) ------------------------------
     web_port: int = _doc("HTTP port of the browser apps and /roads (behind the edge).", 8090)

@@ -1,5 +1,6 @@
 """FleetService.GetDriverState and GetDriverPath: the handlers' logic, called by the Fleet
-servicer in tracking/service.py (which only delegates here).
+servicer in tracking/service.py (which only delegates here); GetEtaAccuracy is bound here too
+(its logic: tracking/eta_accuracy.py).
 
 Both need a dispatcher or service token and answer only about drivers of the caller's tenant:
 the tenant in the driver's live state (from its token), or for a driver without live state its
@@ -25,6 +26,7 @@ from core.geo import LatLng
 from core.inputs import client_datetime
 from core.road_pool import RoadPool
 from core.settings import Settings
+from tracking.eta_accuracy import EtaAccuracyReport
 from tracking.history import History
 from tracking.live_state import LiveState
 
@@ -111,14 +113,21 @@ async def _snap_the_rest(points: Sequence[tracking_pb2.PathPoint], snap: Snap) -
 
 
 class FleetStateHandlers:
-    """The two RPCs bound to the process's Redis, PostgreSQL and road workers (used after they
-    started)."""
+    """The three RPCs bound to the process's Redis, PostgreSQL and road workers (used after
+    they started)."""
 
     def __init__(self, settings: Settings, bus: Bus, database: Database, roads: RoadPool) -> None:
         self._settings = settings
         self._bus = bus
         self._database = database
         self._roads = roads
+        self._eta_accuracy = EtaAccuracyReport(settings, database)
+
+    async def get_eta_accuracy(
+        self, request: fleet_service_pb2.GetEtaAccuracyRequest
+    ) -> fleet_service_pb2.GetEtaAccuracyResponse:
+        """FleetService.GetEtaAccuracy."""
+        return await self._eta_accuracy.get(request)
 
     async def get_driver_state(
         self, request: fleet_service_pb2.GetDriverStateRequest

@@ -43,7 +43,7 @@ class Tracking(tracking_service_pb2_grpc.TrackingServiceServicer):
 
 
 class Fleet(fleet_service_pb2_grpc.FleetServiceServicer):
-    """Fleet view, driver search, geofences, driver paths."""
+    """Fleet view, driver search, geofences, driver paths, ETA accuracy."""
 
     #: Live state and path handlers (tracking/fleet_state.py), set by ``components``.
     state_handlers: FleetStateHandlers | None = None
@@ -61,6 +61,14 @@ class Fleet(fleet_service_pb2_grpc.FleetServiceServicer):
         """Stored positions of a driver over at most 24 h (delegates to tracking.fleet_state)."""
         assert self.state_handlers is not None
         return await self.state_handlers.get_driver_path(request)
+
+    async def GetEtaAccuracy(
+        self, request: fleet_service_pb2.GetEtaAccuracyRequest, context: Any
+    ) -> fleet_service_pb2.GetEtaAccuracyResponse:
+        """ETA error against the deliveries of a time range (delegates to
+        tracking.eta_accuracy)."""
+        assert self.state_handlers is not None
+        return await self.state_handlers.get_eta_accuracy(request)
 
     # --- search, geofences, watching: delegate to tracking.fleet_api ----------------------
     #: Search, geofence and watch handlers (tracking/fleet_api.py), set by ``components``.

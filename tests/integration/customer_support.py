@@ -109,10 +109,16 @@ def staff_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
 
 
 def create_driver_and_order(
-    settings: Settings, dispatch_address: str, driver_id: str, pickup: LatLng, drop_off: LatLng
+    settings: Settings,
+    dispatch_address: str,
+    driver_id: str,
+    pickup: LatLng,
+    drop_off: LatLng,
+    metadata: tuple[tuple[str, str], ...] | None = None,
 ) -> tuple[str, str]:
-    """Register the driver and create an instant order through dispatch: (order id, token)."""
-    metadata = staff_metadata(settings)
+    """Register the driver and create an instant order through dispatch, as a dispatcher of
+    the test tenant unless ``metadata`` says otherwise: (order id, tracking token)."""
+    metadata = metadata or staff_metadata(settings)
     with grpc.insecure_channel(dispatch_address) as channel:
         dispatch = dispatch_service_pb2_grpc.DispatchServiceStub(channel)
         dispatch.UpsertDriver(

@@ -18,7 +18,13 @@ import pytest
 import redis
 from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import order_service_pb2, order_service_pb2_grpc
-from lastmile.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
+from lastmile.tracking.v1 import (
+    fleet_service_pb2,
+    fleet_service_pb2_grpc,
+    tracking_pb2,
+    tracking_service_pb2,
+    tracking_service_pb2_grpc,
+)
 
 from core import topics
 from core.auth import tracking_token_digest
@@ -163,6 +169,21 @@ def test_customer_follows_the_drive_on_two_tracking_processes(
     assert recorded[0]["n"] >= 3
     errors = sql(dsn, "SELECT error_s FROM eta_errors WHERE order_id = $1", order_id)
     assert len(errors) >= 3
+    # The dispatchers' report counts the same predictions for this driver's delivery.
+    report = _eta_accuracy(platform, driver)
+    assert (report.overall.deliveries, report.overall.predictions) == (1, len(errors))
+    assert sum(band.predictions for band in report.bands) == len(errors)
+
+
+def _eta_accuracy(platform: Platform, driver: str) -> fleet_service_pb2.GetEtaAccuracyResponse:
+    """FleetService.GetEtaAccuracy over the last day, for one driver."""
+    now = dt.datetime.now(dt.UTC)
+    request = fleet_service_pb2.GetEtaAccuracyRequest(driver_id=driver)
+    request.start.FromDatetime(now - dt.timedelta(days=1))
+    request.end.FromDatetime(now + dt.timedelta(minutes=1))
+    with grpc.insecure_channel(platform.addresses["tracking"]) as channel:
+        fleet = fleet_service_pb2_grpc.FleetServiceStub(channel)
+        return fleet.GetEtaAccuracy(request, metadata=staff_metadata(platform.settings), timeout=30)
 
 
 def test_a_customer_is_never_sent_a_position_older_than_one_they_have(

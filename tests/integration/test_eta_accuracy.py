@@ -1,0 +1,242 @@
+"""FleetService.GetEtaAccuracy on the running platform: the error of recorded ETA predictions
+against the deliveries of a time range, overall and by horizon band, for the caller's tenant
+only, and its bad inputs.
+
+Orders are created through dispatch in tenants of their own; the predictions and arrivals the
+tracking processes would record are written with known values, days in the past, so that the
+expected errors are exact and no other test's deliveries fall in the range (the drive test of
+test_tracking_customer.py asks the same RPC about the predictions the pipeline recorded).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from lastmile.common.v1 import common_pb2
+from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc
+
+from core.auth import Role, issue_token
+from core.geo import LatLng
+from tests.integration.conftest import Platform
+from tests.integration.customer_support import create_driver_and_order, sql
+
+pytestmark = pytest.mark.integration
+DELIVERED, NEARBY = common_pb2.ORDER_STATUS_DELIVERED, common_pb2.ORDER_STATUS_NEARBY
+# The delivery time of the seeded orders: far enough back that no live test delivers then.
+T = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+VALLETTA = LatLng(35.8960, 14.5110)
+SLIEMA = LatLng(35.9126, 14.5045)
+
+
+def _metadata(
+    platform: Platform, tenant: str, role: Role = Role.DISPATCHER
+) -> tuple[tuple[str, str], ...]:
+    bearer = issue_token(platform.settings, f"staff-{tenant}", role, tenant)
+    return (("authorization", f"Bearer {bearer}"),)
+
+
+def _stamp(at: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+def _request(
+    start: dt.datetime, end: dt.datetime, driver_id: str = ""
+) -> fleet_service_pb2.GetEtaAccuracyRequest:
+    return fleet_service_pb2.GetEtaAccuracyRequest(
+        start=_stamp(start), end=_stamp(end), driver_id=driver_id
+    )
+
+
+@pytest.fixture(scope="module")
+def fleet(platform: Platform) -> Iterator[fleet_service_pb2_grpc.FleetServiceStub]:
+    with grpc.insecure_channel(platform.addresses["tracking"]) as channel:
+        yield fleet_service_pb2_grpc.FleetServiceStub(channel)
+
+
+def _order(platform: Platform, tenant: str, driver: str) -> str:
+    order_id, _ = create_driver_and_order(
+        platform.settings,
+        platform.addresses["dispatch"],
+        driver,
+        VALLETTA,
+        SLIEMA,
+        metadata=_metadata(platform, tenant),
+    )
+    return order_id
+
+
+def _predict(
+    platform: Platform, order_id: str, driver: str, before_s: float, error_s: float
+) -> None:
+    """A prediction made ``before_s`` before the delivery at T that was ``error_s`` early."""
+    made = T - dt.timedelta(seconds=before_s)
+    arrival = T - dt.timedelta(seconds=error_s)
+    sql(
+        platform.settings.database_url,
+        "INSERT INTO eta_predictions (order_id, driver_id, predicted_at, predicted_arrival,"
+        " remaining_s, remaining_m) VALUES ($1, $2, $3, $4, $5, 1000)",
+        order_id,
+        driver,
+        made,
+        arrival,
+        (arrival - made).total_seconds(),
+    )
+
+
+def _arrive(platform: Platform, order_id: str, status: int, at: dt.datetime) -> None:
+    sql(
+        platform.settings.database_url,
+        "INSERT INTO eta_arrivals (order_id, status, arrived_at) VALUES ($1, $2, $3)",
+        order_id,
+        status,
+        at,
+    )
+
+
+@pytest.fixture(scope="module")
+def seeded(platform: Platform) -> tuple[str, str, str]:
+    """Two delivered orders of one tenant (drivers A and B), one of another tenant, one
+    delivered outside the range: (tenant, driver A, driver B)."""
+    tag = uuid.uuid4().hex[:8]
+    tenant, other = f"tenant-eta-{tag}", f"tenant-eta-other-{tag}"
+    driver_a, driver_b = f"drv-eta-a-{tag}", f"drv-eta-b-{tag}"
+    order_a = _order(platform, tenant, driver_a)
+    order_b = _order(platform, tenant, driver_b)
+    order_old = _order(platform, tenant, driver_a)
+    order_other = _order(platform, other, f"drv-eta-o-{tag}")
+    for order in (order_a, order_b, order_other):
+        _arrive(platform, order, NEARBY, T - dt.timedelta(minutes=1))
+        _arrive(platform, order, DELIVERED, T)
+    _arrive(platform, order_old, DELIVERED, T - dt.timedelta(days=2))
+    _predict(platform, order_a, driver_a, before_s=100, error_s=30)  # band [0, 300)
+    _predict(platform, order_a, driver_a, before_s=600, error_s=-60)  # band [300, 900)
+    _predict(platform, order_a, driver_a, before_s=2000, error_s=200)  # band [1800, 3600)
+    _predict(platform, order_a, driver_a, before_s=-10, error_s=0)  # after the delivery
+    _predict(platform, order_b, driver_b, before_s=200, error_s=10)  # band [0, 300)
+    _predict(platform, order_other, "drv-other", before_s=100, error_s=500)
+    _predict(platform, order_old, driver_a, before_s=100, error_s=500)
+    return tenant, driver_a, driver_b
+
+
+def test_errors_of_the_tenants_deliveries_overall_and_by_horizon(
+    platform: Platform,
+    fleet: fleet_service_pb2_grpc.FleetServiceStub,
+    seeded: tuple[str, str, str],
+) -> None:
+    tenant, _, _ = seeded
+    report = fleet.GetEtaAccuracy(
+        _request(T - dt.timedelta(hours=1), T + dt.timedelta(hours=1)),
+        metadata=_metadata(platform, tenant),
+        timeout=30,
+    )
+
+    # Errors 30, -60, 200 (order A) and 10 (order B), in seconds.
+    overall = report.overall
+    assert (overall.predictions, overall.deliveries) == (4, 2)
+    assert overall.mean_error_s == pytest.approx(45.0)
+    assert overall.median_absolute_error_s == pytest.approx(45.0)
+    assert overall.p90_absolute_error_s == pytest.approx(158.0)  # 60 + 0.7 * (200 - 60)
+    assert overall.within_tolerance_ratio == pytest.approx(0.75)  # 200 s is over 120 s
+    assert report.tolerance_s == platform.settings.eta_accuracy_tolerance_s
+    bands = [(b.horizon_from_s, b.horizon_to_s, b.predictions) for b in report.bands]
+    assert bands == [
+        (0, 300, 2),
+        (300, 900, 1),
+        (900, 1800, 0),
+        (1800, 3600, 1),
+        (3600, 0, 0),
+    ]
+    nearest = report.bands[0]
+    assert nearest.deliveries == 2
+    assert nearest.mean_error_s == pytest.approx(20.0)
+    assert nearest.within_tolerance_ratio == 1.0
+    assert report.bands[1].mean_error_s == pytest.approx(-60.0)
+    assert report.bands[1].median_absolute_error_s == pytest.approx(60.0)
+    assert report.bands[3].within_tolerance_ratio == 0.0
+
+
+def test_one_drivers_predictions_and_an_empty_range(
+    platform: Platform,
+    fleet: fleet_service_pb2_grpc.FleetServiceStub,
+    seeded: tuple[str, str, str],
+) -> None:
+    tenant, _, driver_b = seeded
+    metadata = _metadata(platform, tenant)
+
+    only_b = fleet.GetEtaAccuracy(
+        _request(T - dt.timedelta(hours=1), T + dt.timedelta(hours=1), driver_b),
+        metadata=metadata,
+        timeout=30,
+    )
+    empty = fleet.GetEtaAccuracy(
+        _request(T + dt.timedelta(hours=1), T + dt.timedelta(hours=2)),
+        metadata=metadata,
+        timeout=30,
+    )
+
+    assert only_b.overall.predictions == 1
+    assert only_b.overall.mean_error_s == pytest.approx(10.0)
+    assert empty.overall.predictions == 0 and empty.overall.mean_error_s == 0.0
+    assert len(empty.bands) == 5 and all(b.predictions == 0 for b in empty.bands)
+
+
+def test_another_tenant_sees_none_of_it(
+    platform: Platform,
+    fleet: fleet_service_pb2_grpc.FleetServiceStub,
+    seeded: tuple[str, str, str],
+) -> None:
+    tenant, driver_a, _ = seeded
+
+    report = fleet.GetEtaAccuracy(
+        _request(T - dt.timedelta(hours=1), T + dt.timedelta(hours=1), driver_a),
+        metadata=_metadata(platform, f"not-{tenant}"),
+        timeout=30,
+    )
+
+    assert report.overall.predictions == 0
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (fleet_service_pb2.GetEtaAccuracyRequest(), "start and end are required"),
+        (_request(T, T - dt.timedelta(seconds=1)), "end must be after start"),
+        (_request(T - dt.timedelta(days=93), T), "at most 92 days"),
+    ],
+)
+def test_a_bad_range_is_invalid_argument(
+    platform: Platform,
+    fleet: fleet_service_pb2_grpc.FleetServiceStub,
+    request_: fleet_service_pb2.GetEtaAccuracyRequest,
+    message: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        fleet.GetEtaAccuracy(request_, metadata=_metadata(platform, "tenant-test"), timeout=30)
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (refused.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("role", "code"),
+    [(None, grpc.StatusCode.UNAUTHENTICATED), (Role.DRIVER, grpc.StatusCode.PERMISSION_DENIED)],
+)
+def test_only_dispatchers_and_services_may_ask(
+    platform: Platform,
+    fleet: fleet_service_pb2_grpc.FleetServiceStub,
+    role: Role | None,
+    code: grpc.StatusCode,
+) -> None:
+    metadata = () if role is None else _metadata(platform, "tenant-test", role)
+
+    with pytest.raises(grpc.RpcError) as refused:
+        fleet.GetEtaAccuracy(_request(T - dt.timedelta(hours=1), T), metadata=metadata, timeout=30)
+
+    assert refused.value.code() == code

@@ -1,0 +1,135 @@
+"""FleetService.GetEtaAccuracy: how far the ETAs customers saw were from the deliveries.
+
+The ETA engine records every prediction (``eta_predictions``) and the order follower the
+actual delivery (``eta_arrivals``, core/migrations/0004_eta.sql). This report takes the
+caller's tenant's orders delivered in a time range and, for each prediction made for them
+before the delivery, the error: actual minus predicted arrival (positive: the driver came
+later than the customer was told). Errors are summarised overall and by horizon band (how
+long before the delivery the prediction was made, ``eta_accuracy_horizons_s``): an ETA an
+hour out is expected to be less exact than one two minutes out, and mixing them hides both.
+One query; PostgreSQL computes the percentiles.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from lastmile.common.v1 import common_pb2
+from lastmile.tracking.v1 import fleet_service_pb2
+
+from core.auth import Role, require
+from core.db import Database
+from core.errors import InvalidArgument
+from core.inputs import client_datetime
+from core.settings import Settings
+
+MAX_SPAN = dt.timedelta(days=92)
+DELIVERED = common_pb2.ORDER_STATUS_DELIVERED
+
+# Band 0 holds predictions made less than the first edge before the delivery, band i those
+# from edge i-1 on (width_bucket over the edges, 0 prepended); the ROLLUP row (band NULL) is
+# the overall summary.
+_QUERY = """
+WITH delivered AS (
+    SELECT a.order_id, a.arrived_at
+    FROM eta_arrivals a JOIN orders o ON o.order_id = a.order_id
+    WHERE a.status = $1 AND a.arrived_at >= $2 AND a.arrived_at < $3 AND o.tenant_id = $4
+), errors AS (
+    SELECT d.order_id,
+           width_bucket(extract(epoch FROM d.arrived_at - p.predicted_at), $6::float8[]) AS band,
+           extract(epoch FROM d.arrived_at - p.predicted_arrival) AS error_s
+    FROM delivered d JOIN eta_predictions p ON p.order_id = d.order_id
+    WHERE p.predicted_at <= d.arrived_at AND ($5 = '' OR p.driver_id = $5)
+)
+SELECT band,
+       count(*) AS predictions,
+       count(DISTINCT order_id) AS deliveries,
+       avg(error_s) AS mean_error_s,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY abs(error_s)) AS median_absolute_error_s,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY abs(error_s)) AS p90_absolute_error_s,
+       avg((abs(error_s) <= $7)::int) AS within_tolerance_ratio
+FROM errors
+GROUP BY ROLLUP (band)
+"""
+
+
+def parse_horizons(text: str) -> tuple[float, ...]:
+    """The band edges of ``eta_accuracy_horizons_s``: positive, increasing seconds."""
+    try:
+        edges = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(f"eta_accuracy_horizons_s={text!r} is not a list of seconds") from exc
+    if not edges or any(not math.isfinite(e) or e <= 0 for e in edges):
+        raise ValueError(f"eta_accuracy_horizons_s={text!r}: edges must be positive seconds")
+    if list(edges) != sorted(set(edges)):
+        raise ValueError(f"eta_accuracy_horizons_s={text!r}: edges must increase")
+    return edges
+
+
+def _summary(
+    row: Any | None, horizon_from_s: float, horizon_to_s: float
+) -> fleet_service_pb2.EtaAccuracy:
+    """One EtaAccuracy from a row of the query (an empty one without a row)."""
+    accuracy = fleet_service_pb2.EtaAccuracy(
+        horizon_from_s=horizon_from_s, horizon_to_s=horizon_to_s
+    )
+    # An empty range still has its ROLLUP row: a count of 0, every average NULL.
+    if row is not None and row["predictions"]:
+        accuracy.predictions = row["predictions"]
+        accuracy.deliveries = row["deliveries"]
+        accuracy.mean_error_s = float(row["mean_error_s"])
+        accuracy.median_absolute_error_s = float(row["median_absolute_error_s"])
+        accuracy.p90_absolute_error_s = float(row["p90_absolute_error_s"])
+        accuracy.within_tolerance_ratio = float(row["within_tolerance_ratio"])
+    return accuracy
+
+
+def _range(request: fleet_service_pb2.GetEtaAccuracyRequest) -> tuple[dt.datetime, dt.datetime]:
+    if not request.HasField("start") or not request.HasField("end"):
+        raise InvalidArgument("start and end are required")
+    start = client_datetime(request.start, "start")
+    end = client_datetime(request.end, "end")
+    if end <= start:
+        raise InvalidArgument("end must be after start")
+    if end - start > MAX_SPAN:
+        raise InvalidArgument(f"the time range may span at most {MAX_SPAN.days} days")
+    return start, end
+
+
+class EtaAccuracyReport:
+    """The report bound to the database and the configured bands."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        """Fails on a malformed ``eta_accuracy_horizons_s`` (at start-up, not per call)."""
+        self._database = database
+        self._edges: Sequence[float] = parse_horizons(settings.eta_accuracy_horizons_s)
+        self._tolerance_s = settings.eta_accuracy_tolerance_s
+
+    async def get(
+        self, request: fleet_service_pb2.GetEtaAccuracyRequest
+    ) -> fleet_service_pb2.GetEtaAccuracyResponse:
+        """FleetService.GetEtaAccuracy for the caller's tenant."""
+        caller = require(Role.DISPATCHER, Role.SERVICE)
+        start, end = _range(request)
+        rows = await self._database.pool.fetch(
+            _QUERY,
+            DELIVERED,
+            start,
+            end,
+            caller.tenant_id,
+            request.driver_id,
+            [0.0, *self._edges],
+            self._tolerance_s,
+        )
+        # width_bucket numbers the bands from 1 (0 would be a negative horizon: never).
+        by_band = {row["band"]: row for row in rows}
+        response = fleet_service_pb2.GetEtaAccuracyResponse(tolerance_s=self._tolerance_s)
+        response.overall.CopyFrom(_summary(by_band.get(None), 0.0, 0.0))
+        lows = [0.0, *self._edges]
+        highs = [*self._edges, 0.0]
+        for band, (low, high) in enumerate(zip(lows, highs, strict=True), start=1):
+            response.bands.append(_summary(by_band.get(band), low, high))
+        return response

@@ -1,12 +1,17 @@
 """The dispatcher dashboard in headless Chromium against the real stack (desktop viewport):
 the live fleet on the map, a driver's details, and a polygon drawn on the map that finds
-exactly the drivers inside it."""
+exactly the drivers inside it; the header's share of the week's ETAs that were on time."""
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+import uuid
 from pathlib import Path
 
+import grpc
 import pytest
+from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc
 
 from core.auth import Role
 from core.geo import LatLng
@@ -14,7 +19,7 @@ from core.roads import RoadNetwork
 from tests.e2e.browser import Browser
 from tests.e2e.conftest import WebEdge
 from tests.e2e.support import online_driver
-from tests.integration.customer_support import create_driver_and_order, sql
+from tests.integration.customer_support import create_driver_and_order, sql, staff_metadata
 from tests.integration.ingest_support import DriverApp, token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -106,3 +111,63 @@ def test_dashboard_shows_the_fleet_and_searches_an_area(
     finally:
         for app in apps:
             app.close()
+
+
+def _weeks_eta_accuracy(web_edge: WebEdge) -> fleet_service_pb2.EtaAccuracy:
+    """What FleetService.GetEtaAccuracy says of the test tenant's last 7 days."""
+    now = dt.datetime.now(dt.UTC)
+    request = fleet_service_pb2.GetEtaAccuracyRequest()
+    request.start.FromDatetime(now - dt.timedelta(days=7))
+    request.end.FromDatetime(now)
+    with grpc.insecure_channel(web_edge.platform.addresses["tracking"]) as channel:
+        report = fleet_service_pb2_grpc.FleetServiceStub(channel).GetEtaAccuracy(
+            request, metadata=staff_metadata(web_edge.settings), timeout=30
+        )
+    return report.overall
+
+
+def test_dashboard_shows_the_weeks_eta_accuracy(
+    web_edge: WebEdge, roads: RoadNetwork, desktop: Browser
+) -> None:
+    # A delivery an hour ago whose customer was shown two ETAs: 30 s and 5 min early.
+    driver = f"drv-eta-{uuid.uuid4().hex[:8]}"
+    order_id, _ = create_driver_and_order(
+        web_edge.settings,
+        web_edge.platform.addresses["dispatch"],
+        driver,
+        roads.nearest(INSIDE[0]).location,
+        roads.nearest(OUTSIDE[0]).location,
+    )
+    delivered = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    dsn = web_edge.settings.database_url
+    sql(
+        dsn,
+        "INSERT INTO eta_arrivals (order_id, status, arrived_at) VALUES ($1, 8, $2)",
+        order_id,
+        delivered,
+    )
+    for before_s, early_s in ((600, 30), (1200, 300)):
+        sql(
+            dsn,
+            "INSERT INTO eta_predictions (order_id, driver_id, predicted_at, predicted_arrival,"
+            " remaining_s, remaining_m) VALUES ($1, $2, $3, $4, 0, 0)",
+            order_id,
+            driver,
+            delivered - dt.timedelta(seconds=before_s),
+            delivered - dt.timedelta(seconds=early_s),
+        )
+    dispatcher = token(web_edge.settings, "dispatcher-e2e", Role.DISPATCHER)
+
+    desktop.goto(f"{web_edge.url}/dashboard/#token={dispatcher}")
+    shown = desktop.wait(
+        "(() => { const dd = document.getElementById('eta-accuracy');"
+        " return dd.dataset.predictions && dd.dataset.predictions !== '0'"
+        " && [dd.textContent, dd.dataset.predictions, dd.title]; })()"
+    )
+
+    expected = _weeks_eta_accuracy(web_edge)
+    text, predictions, title = shown
+    assert int(predictions) == expected.predictions >= 2
+    assert text == f"{math.floor(expected.within_tolerance_ratio * 100 + 0.5)} %"
+    assert f"{expected.predictions} ETAs for {expected.deliveries} deliveries" in title
+    assert desktop.console_errors() == []

@@ -1,5 +1,6 @@
 // Dispatcher dashboard: /dashboard/#token=<dispatcher token>. The whole fleet live, origins,
-// one driver's orders and route, the order list with reassignment, area search, live feed.
+// one driver's orders and route, the order list with reassignment, area search, live feed,
+// the week's ETA accuracy.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import type { LastmileClients } from "../../src/client.js";
@@ -8,12 +9,15 @@ import { describeError, edgeClients, fragmentParam } from "../shared/api.js";
 import { createBaseMap, L } from "../shared/basemap.js";
 import { clock, driverStatusLabel, esc } from "../shared/labels.js";
 import { PolygonDrawer } from "./draw.js";
+import { showEtaAccuracy } from "./eta.js";
 import { LiveFeed } from "./feed.js";
 import { FleetLayer } from "./fleet.js";
 import { OrderPanel, orderRow } from "./orders.js";
 import "./style.css";
 
 const REFRESH_MS = 30_000;
+// A week's ETA accuracy moves slowly.
+const ETA_ACCURACY_REFRESH_MS = 300_000;
 // Order events arrive in bursts: reload the list at most this often.
 const EVENT_REFRESH_MS = 2000;
 
@@ -165,6 +169,8 @@ function start(): void {
   feed.start();
   void orders.refresh();
   setInterval(() => void orders.refresh(), REFRESH_MS);
+  void showEtaAccuracy(api, el("eta-accuracy"));
+  setInterval(() => void showEtaAccuracy(api, el("eta-accuracy")), ETA_ACCURACY_REFRESH_MS);
   showOrigins(api, map).catch((error: unknown) => setConnection(`Origins: ${describeError(error)}`));
 }
 

@@ -8,17 +8,23 @@ later than the customer was told). Errors are summarised overall and by horizon 
 long before the delivery the prediction was made, ``eta_accuracy_horizons_s``): an ETA an
 hour out is expected to be less exact than one two minutes out, and mixing them hides both.
 One query; PostgreSQL computes the percentiles.
+
+The same errors feed the ``lastmile_eta_error_seconds`` histogram (by band) as deliveries are
+recorded (:func:`score_delivered`, called by the order follower of the one process whose
+insert recorded the delivery), for dashboards and the ETA bias alert.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import fleet_service_pb2
+from prometheus_client import Histogram
 
 from core.auth import Role, require
 from core.db import Database
@@ -26,8 +32,19 @@ from core.errors import InvalidArgument
 from core.inputs import client_datetime
 from core.settings import Settings
 
+if TYPE_CHECKING:
+    from core.db import Conn
+
 MAX_SPAN = dt.timedelta(days=92)
 DELIVERED = common_pb2.ORDER_STATUS_DELIVERED
+ERROR = Histogram(
+    "lastmile_eta_error_seconds",
+    "Actual minus predicted arrival of each ETA shown (positive: the driver came later than"
+    " said), scored once when its order is delivered, by how long before the delivery the ETA"
+    " was shown (bands of eta_accuracy_horizons_s).",
+    ["horizon"],
+    buckets=(-1800, -900, -600, -300, -120, -60, 0, 60, 120, 300, 600, 900, 1800),
+)
 
 # Band 0 holds predictions made less than the first edge before the delivery, band i those
 # from edge i-1 on (width_bucket over the edges, 0 prepended); the ROLLUP row (band NULL) is
@@ -67,6 +84,38 @@ def parse_horizons(text: str) -> tuple[float, ...]:
     if list(edges) != sorted(set(edges)):
         raise ValueError(f"eta_accuracy_horizons_s={text!r}: edges must increase")
     return edges
+
+
+def band_names(edges: Sequence[float]) -> list[str]:
+    """The ``horizon`` label of each band: "0-300s", ..., "3600s+"."""
+    lows = [0.0, *edges]
+    names = [f"{low:g}-{high:g}s" for low, high in zip(lows, edges, strict=False)]
+    return [*names, f"{edges[-1]:g}s+"]
+
+
+async def score_delivered(
+    conn: Conn, delivered: Mapping[str, dt.datetime], edges: Sequence[float]
+) -> int:
+    """Observe the error of every ETA shown before each delivery (order id -> delivered at)
+    in :data:`ERROR`; how many were scored."""
+    if not delivered:
+        return 0
+    rows = await conn.fetch(
+        "SELECT order_id, predicted_at, predicted_arrival FROM eta_predictions"
+        " WHERE order_id = ANY($1::text[])",
+        list(delivered),
+    )
+    names = band_names(edges)
+    scored = 0
+    for row in rows:
+        arrived = delivered[row["order_id"]]
+        if row["predicted_at"] > arrived:
+            continue
+        horizon_s = (arrived - row["predicted_at"]).total_seconds()
+        band = names[bisect.bisect_right(edges, horizon_s)]
+        ERROR.labels(band).observe((arrived - row["predicted_arrival"]).total_seconds())
+        scored += 1
+    return scored
 
 
 def _summary(

@@ -4,7 +4,8 @@ Two reactions, both idempotent so every tracking process may follow the stream a
 restart may re-read: the cached active orders of the drivers concerned are dropped (a new
 assignment or status shows in the next batch's fan-out and ETAs), and NEARBY and DELIVERED
 are recorded in ``eta_arrivals`` as the actual arrival the ETA predictions are measured
-against. It reads from "now" on with XREAD (no consumer group: every process needs every
+against (the process whose insert records a delivery scores that order's ETAs in the
+``lastmile_eta_error_seconds`` metric, :mod:`tracking.eta_accuracy`). It reads from "now" on with XREAD (no consumer group: every process needs every
 event); events missed while down only cost a cache TTL.
 """
 
@@ -26,6 +27,7 @@ from core.db import Database
 from core.settings import Settings
 from core.workers import cancel
 from tracking.active_orders import ActiveOrders
+from tracking.eta_accuracy import DELIVERED, parse_horizons, score_delivered
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
@@ -44,6 +46,7 @@ class OrderFollower:
         self._bus = bus
         self._database = database
         self._active = active
+        self._edges = parse_horizons(settings.eta_accuracy_horizons_s)
         self._task: asyncio.Task[None] | None = None
 
     def register(self, server: object) -> None:
@@ -91,9 +94,19 @@ class OrderFollower:
         ]
         if not arrivals:
             return
+        order_ids, statuses, times = (list(column) for column in zip(*arrivals, strict=True))
         async with self._database.pool.acquire() as conn:
-            await conn.executemany(
-                "INSERT INTO eta_arrivals (order_id, status, arrived_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING",
-                arrivals,
+            recorded = await conn.fetch(
+                "INSERT INTO eta_arrivals (order_id, status, arrived_at)"
+                " SELECT * FROM unnest($1::text[], $2::smallint[], $3::timestamptz[])"
+                " ON CONFLICT DO NOTHING RETURNING order_id, status, arrived_at",
+                order_ids,
+                statuses,
+                times,
             )
+            # Every tracking process follows the events; only the one whose insert recorded a
+            # delivery scores its ETAs, so the metric counts each once.
+            delivered = {
+                r["order_id"]: r["arrived_at"] for r in recorded if r["status"] == DELIVERED
+            }
+            await score_delivered(conn, delivered, self._edges)

@@ -1,6 +1,7 @@
 """FleetService.GetEtaAccuracy on the running platform: the error of recorded ETA predictions
 against the deliveries of a time range, overall and by horizon band, for the caller's tenant
-only, and its bad inputs.
+only, and its bad inputs; and the same errors scored in the ``lastmile_eta_error_seconds``
+metric once per delivery however many tracking processes follow the order events.
 
 Orders are created through dispatch in tenants of their own; the predictions and arrivals the
 tracking processes would record are written with known values, days in the past, so that the
@@ -10,6 +11,7 @@ test_tracking_customer.py asks the same RPC about the predictions the pipeline r
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -18,12 +20,18 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
+from lastmile.dispatch.v1 import dispatch_pb2
 from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc
+from prometheus_client import REGISTRY
 
 from core.auth import Role, issue_token
+from core.bus import Bus
+from core.db import Database
 from core.geo import LatLng
 from tests.integration.conftest import Platform
 from tests.integration.customer_support import create_driver_and_order, sql
+from tracking.active_orders import ActiveOrders
+from tracking.order_follow import OrderFollower
 
 pytestmark = pytest.mark.integration
 DELIVERED, NEARBY = common_pb2.ORDER_STATUS_DELIVERED, common_pb2.ORDER_STATUS_NEARBY
@@ -240,3 +248,54 @@ def test_only_dispatchers_and_services_may_ask(
         fleet.GetEtaAccuracy(_request(T - dt.timedelta(hours=1), T), metadata=metadata, timeout=30)
 
     assert refused.value.code() == code
+
+
+def _error_sample(horizon: str, le: str = "+Inf") -> float:
+    """Observations of ``lastmile_eta_error_seconds`` in a band up to a bucket's bound."""
+    labels = {"horizon": horizon, "le": le}
+    return REGISTRY.get_sample_value("lastmile_eta_error_seconds_bucket", labels) or 0.0
+
+
+def test_a_recorded_delivery_scores_its_etas_in_the_metric_once(platform: Platform) -> None:
+    """Two order followers (two tracking processes) read the same DELIVERED event: the one
+    whose insert records it observes its ETAs' errors; the other observes nothing."""
+    tenant = f"tenant-eta-score-{uuid.uuid4().hex[:8]}"
+    driver = f"drv-eta-s-{uuid.uuid4().hex[:8]}"
+    order_id = _order(platform, tenant, driver)
+    _predict(platform, order_id, driver, before_s=100, error_s=30)  # 30 s early, band 0-300s
+    _predict(platform, order_id, driver, before_s=1000, error_s=-200)  # band 900-1800s
+    event = dispatch_pb2.OrderEvent(
+        order_id=order_id,
+        from_status=common_pb2.ORDER_STATUS_NEARBY,
+        to_status=DELIVERED,
+        at=_stamp(T),
+    )
+    # (band, bucket bound): the 30-s error is at most 60 but not 0, the -200-s one at most
+    # -120 but not -300.
+    bounds = [
+        ("0-300s", "+Inf"),
+        ("0-300s", "60.0"),
+        ("0-300s", "0.0"),
+        ("900-1800s", "+Inf"),
+        ("900-1800s", "-120.0"),
+        ("900-1800s", "-300.0"),
+        ("300-900s", "+Inf"),
+    ]
+    before = [_error_sample(*bound) for bound in bounds]
+
+    async def two_processes_follow() -> None:
+        bus, database = Bus(platform.settings), Database(platform.settings)
+        await bus.start()
+        await database.start()
+        try:
+            for _ in range(2):
+                active = ActiveOrders(platform.settings, bus, database)
+                await OrderFollower(platform.settings, bus, database, active).handle([event])
+        finally:
+            await database.stop()
+            await bus.stop()
+
+    asyncio.run(two_processes_follow())
+
+    grown = [_error_sample(*bound) - was for bound, was in zip(bounds, before, strict=True)]
+    assert grown == [1, 1, 0, 1, 1, 0, 0]

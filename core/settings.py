@@ -303,6 +303,9 @@ class Settings:
     eta_accuracy_tolerance_s: float = _doc(
         "An ETA off by at most this many seconds counts as on time in the accuracy report.", 120.0
     )
+    eta_accuracy_timeout_s: float = _doc(
+        "Longest an ETA accuracy report may query; a longer one is stopped and refused.", 20.0
+    )
 
     # --- web: browser apps and the road base map (ops/web.py) ------------------------------
     web_port: int = _doc("HTTP port of the browser apps and /roads (behind the edge).", 8090)

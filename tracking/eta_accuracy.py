@@ -28,7 +28,7 @@ from prometheus_client import Histogram
 
 from core.auth import Role, require
 from core.db import Database
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, ResourceExhausted
 from core.inputs import client_datetime
 from core.settings import Settings
 
@@ -156,6 +156,7 @@ class EtaAccuracyReport:
         self._database = database
         self._edges: Sequence[float] = parse_horizons(settings.eta_accuracy_horizons_s)
         self._tolerance_s = settings.eta_accuracy_tolerance_s
+        self._timeout_s = settings.eta_accuracy_timeout_s
 
     async def get(
         self, request: fleet_service_pb2.GetEtaAccuracyRequest
@@ -163,16 +164,24 @@ class EtaAccuracyReport:
         """FleetService.GetEtaAccuracy for the caller's tenant."""
         caller = require(Role.DISPATCHER, Role.SERVICE)
         start, end = _range(request)
-        rows = await self._database.pool.fetch(
-            _QUERY,
-            DELIVERED,
-            start,
-            end,
-            caller.tenant_id,
-            request.driver_id,
-            [0.0, *self._edges],
-            self._tolerance_s,
-        )
+        try:
+            # asyncpg cancels the query in PostgreSQL when the timeout fires.
+            rows = await self._database.pool.fetch(
+                _QUERY,
+                DELIVERED,
+                start,
+                end,
+                caller.tenant_id,
+                request.driver_id,
+                [0.0, *self._edges],
+                self._tolerance_s,
+                timeout=self._timeout_s,
+            )
+        except TimeoutError as exc:
+            raise ResourceExhausted(
+                f"the report took longer than {self._timeout_s:g} s and was stopped;"
+                " ask for a shorter time range or one driver"
+            ) from exc
         # width_bucket numbers the bands from 1 (0 would be a negative horizon: never).
         by_band = {row["band"]: row for row in rows}
         response = fleet_service_pb2.GetEtaAccuracyResponse(tolerance_s=self._tolerance_s)

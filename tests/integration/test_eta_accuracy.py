@@ -16,6 +16,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -24,13 +25,16 @@ from lastmile.dispatch.v1 import dispatch_pb2
 from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc
 from prometheus_client import REGISTRY
 
-from core.auth import Role, issue_token
+from core.auth import Principal, Role, issue_token, set_current_principal
 from core.bus import Bus
 from core.db import Database
+from core.errors import ResourceExhausted
 from core.geo import LatLng
+from tests.helpers import async_wait_until
 from tests.integration.conftest import Platform
 from tests.integration.customer_support import create_driver_and_order, sql
 from tracking.active_orders import ActiveOrders
+from tracking.eta_accuracy import EtaAccuracyReport
 from tracking.order_follow import OrderFollower
 
 pytestmark = pytest.mark.integration
@@ -299,3 +303,37 @@ def test_a_recorded_delivery_scores_its_etas_in_the_metric_once(platform: Platfo
 
     grown = [_error_sample(*bound) - was for bound, was in zip(bounds, before, strict=True)]
     assert grown == [1, 1, 0, 1, 1, 0, 0]
+
+
+def test_a_report_over_its_time_is_stopped_and_refused(platform: Platform) -> None:
+    """A report that queries longer than ``eta_accuracy_timeout_s`` (here: held up by a lock)
+    is RESOURCE_EXHAUSTED with advice, and PostgreSQL stops running it."""
+    settings = platform.settings.replace(eta_accuracy_timeout_s=0.5)
+
+    async def held_up() -> None:
+        database = Database(settings)
+        await database.start()
+        blocker = await asyncpg.connect(settings.database_url)
+        report = EtaAccuracyReport(settings, database)
+        set_current_principal(Principal("staff-eta", Role.DISPATCHER, "tenant-test"))
+        try:
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE eta_predictions IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(ResourceExhausted, match="shorter time range or one driver"):
+                    async with asyncio.timeout(10):  # refused long before, or this fails
+                        await report.get(_request(T - dt.timedelta(hours=1), T))
+
+                async def cancelled() -> bool:
+                    # Still locked: a query not cancelled would still be waiting here.
+                    running = await blocker.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                        " AND query LIKE '%WITH delivered AS%' AND pid <> pg_backend_pid()"
+                    )
+                    return int(running) == 0
+
+                await async_wait_until(cancelled, within=10, what="the report's query to stop")
+        finally:
+            await blocker.close()
+            await database.stop()
+
+    asyncio.run(held_up())

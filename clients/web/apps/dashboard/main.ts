@@ -1,6 +1,6 @@
 // Dispatcher dashboard: /dashboard/#token=<dispatcher token>. The whole fleet live, origins,
 // one driver's orders and route, the order list with reassignment, area search, live feed,
-// the week's ETA accuracy.
+// the day's ETA accuracy.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import type { LastmileClients } from "../../src/client.js";
@@ -16,7 +16,7 @@ import { OrderPanel, orderRow } from "./orders.js";
 import "./style.css";
 
 const REFRESH_MS = 30_000;
-// A week's ETA accuracy moves slowly.
+// A day's ETA accuracy moves slowly, and each report reads all of the day's ETAs.
 const ETA_ACCURACY_REFRESH_MS = 300_000;
 // Order events arrive in bursts: reload the list at most this often.
 const EVENT_REFRESH_MS = 2000;

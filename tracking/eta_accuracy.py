@@ -46,9 +46,10 @@ ERROR = Histogram(
     buckets=(-1800, -900, -600, -300, -120, -60, 0, 60, 120, 300, 600, 900, 1800),
 )
 
-# Band 0 holds predictions made less than the first edge before the delivery, band i those
-# from edge i-1 on (width_bucket over the edges, 0 prepended); the ROLLUP row (band NULL) is
-# the overall summary.
+# width_bucket over the edges with 0 prepended numbers the bands from 1: band 1 holds the
+# predictions made less than the first edge before the delivery, band i those from edge i-1
+# to edge i, the last one those from the last edge on. The ROLLUP row (band NULL) is the
+# overall summary.
 _QUERY = """
 WITH delivered AS (
     SELECT a.order_id, a.arrived_at
@@ -95,18 +96,17 @@ def band_names(edges: Sequence[float]) -> list[str]:
 
 async def score_delivered(
     conn: Conn, delivered: Mapping[str, dt.datetime], edges: Sequence[float]
-) -> int:
+) -> None:
     """Observe the error of every ETA shown before each delivery (order id -> delivered at)
-    in :data:`ERROR`; how many were scored."""
+    in :data:`ERROR`."""
     if not delivered:
-        return 0
+        return
     rows = await conn.fetch(
         "SELECT order_id, predicted_at, predicted_arrival FROM eta_predictions"
         " WHERE order_id = ANY($1::text[])",
         list(delivered),
     )
     names = band_names(edges)
-    scored = 0
     for row in rows:
         arrived = delivered[row["order_id"]]
         if row["predicted_at"] > arrived:
@@ -114,8 +114,6 @@ async def score_delivered(
         horizon_s = (arrived - row["predicted_at"]).total_seconds()
         band = names[bisect.bisect_right(edges, horizon_s)]
         ERROR.labels(band).observe((arrived - row["predicted_arrival"]).total_seconds())
-        scored += 1
-    return scored
 
 
 def _summary(
@@ -182,7 +180,6 @@ class EtaAccuracyReport:
                 f"the report took longer than {self._timeout_s:g} s and was stopped;"
                 " ask for a shorter time range or one driver"
             ) from exc
-        # width_bucket numbers the bands from 1 (0 would be a negative horizon: never).
         by_band = {row["band"]: row for row in rows}
         response = fleet_service_pb2.GetEtaAccuracyResponse(tolerance_s=self._tolerance_s)
         response.overall.CopyFrom(_summary(by_band.get(None), 0.0, 0.0))

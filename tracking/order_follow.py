@@ -5,8 +5,9 @@ restart may re-read: the cached active orders of the drivers concerned are dropp
 assignment or status shows in the next batch's fan-out and ETAs), and NEARBY and DELIVERED
 are recorded in ``eta_arrivals`` as the actual arrival the ETA predictions are measured
 against (the process whose insert records a delivery scores that order's ETAs in the
-``lastmile_eta_error_seconds`` metric, :mod:`tracking.eta_accuracy`). It reads from "now" on with XREAD (no consumer group: every process needs every
-event); events missed while down only cost a cache TTL.
+``lastmile_eta_error_seconds`` metric, :mod:`tracking.eta_accuracy`). It reads from "now" on
+with XREAD (no consumer group: every process needs every event); events missed while every
+process is down cost a cache TTL and those orders' arrivals (their ETAs go unscored).
 """
 
 from __future__ import annotations

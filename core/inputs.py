@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
@@ -94,6 +95,23 @@ def client_datetime(ts: Timestamp, field: str) -> dt.datetime:
     if problem is not None:
         raise InvalidArgument(problem)
     return ts.ToDatetime(tzinfo=dt.UTC)
+
+
+def client_range(request: Message, longest: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
+    """The required ``start`` and ``end`` Timestamps of ``request`` as a time range [start,
+    end) of at most ``longest``; INVALID_ARGUMENT saying what is wrong otherwise."""
+    if not request.HasField("start") or not request.HasField("end"):
+        raise InvalidArgument("start and end are required")
+    ranged: Any = request  # any message with Timestamp fields start and end
+    start = client_datetime(ranged.start, "start")
+    end = client_datetime(ranged.end, "end")
+    if end <= start:
+        raise InvalidArgument("end must be after start")
+    if end - start > longest:
+        hours = longest / dt.timedelta(hours=1)
+        span = f"{hours:g} hours" if hours <= 48 else f"{hours / 24:g} days"
+        raise InvalidArgument(f"the time range may span at most {span}")
+    return start, end
 
 
 def client_seconds(duration: Duration, field: str) -> float:

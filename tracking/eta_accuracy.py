@@ -28,8 +28,8 @@ from prometheus_client import Histogram
 
 from core.auth import Role, require
 from core.db import Database
-from core.errors import InvalidArgument, ResourceExhausted
-from core.inputs import client_datetime
+from core.errors import ResourceExhausted
+from core.inputs import client_range
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -134,18 +134,6 @@ def _summary(
     return accuracy
 
 
-def _range(request: fleet_service_pb2.GetEtaAccuracyRequest) -> tuple[dt.datetime, dt.datetime]:
-    if not request.HasField("start") or not request.HasField("end"):
-        raise InvalidArgument("start and end are required")
-    start = client_datetime(request.start, "start")
-    end = client_datetime(request.end, "end")
-    if end <= start:
-        raise InvalidArgument("end must be after start")
-    if end - start > MAX_SPAN:
-        raise InvalidArgument(f"the time range may span at most {MAX_SPAN.days} days")
-    return start, end
-
-
 class EtaAccuracyReport:
     """The report bound to the database and the configured bands."""
 
@@ -161,7 +149,7 @@ class EtaAccuracyReport:
     ) -> fleet_service_pb2.GetEtaAccuracyResponse:
         """FleetService.GetEtaAccuracy for the caller's tenant."""
         caller = require(Role.DISPATCHER, Role.SERVICE)
-        start, end = _range(request)
+        start, end = client_range(request, MAX_SPAN)
         try:
             # asyncpg cancels the query in PostgreSQL when the timeout fires.
             rows = await self._database.pool.fetch(

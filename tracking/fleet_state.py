@@ -23,7 +23,7 @@ from core.bus import Bus
 from core.db import Database
 from core.errors import InvalidArgument, NotFound
 from core.geo import LatLng
-from core.inputs import client_datetime
+from core.inputs import client_range
 from core.road_pool import RoadPool
 from core.settings import Settings
 from tracking.eta_accuracy import EtaAccuracyReport
@@ -74,14 +74,7 @@ async def get_driver_path(
     require(Role.DISPATCHER, Role.SERVICE)
     if not request.driver_id:
         raise InvalidArgument("driver_id is required")
-    if not request.HasField("start") or not request.HasField("end"):
-        raise InvalidArgument("start and end are required")
-    start = client_datetime(request.start, "start")
-    end = client_datetime(request.end, "end")
-    if end <= start:
-        raise InvalidArgument("end must be after start")
-    if end - start > MAX_PATH_SPAN:
-        raise InvalidArgument("the time range may span at most 24 hours")
+    start, end = client_range(request, MAX_PATH_SPAN)
     if not await member(request.driver_id):
         raise NotFound(f"driver {request.driver_id} not found")
     rows = await history.path(request.driver_id, start, end, settings.path_max_points)

@@ -14,6 +14,7 @@ from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2
 from lastmile.origin.v1 import origin_pb2
 from lastmile.pod.v1 import pod_service_pb2
+from lastmile.tracking.v1 import fleet_service_pb2
 
 from core.errors import InvalidArgument
 from core.inputs import (
@@ -24,6 +25,7 @@ from core.inputs import (
     check_position,
     check_text,
     client_datetime,
+    client_range,
     client_seconds,
     enum_problem,
     enum_values,
@@ -161,3 +163,34 @@ def test_positions_on_the_globe_pass_including_its_edges() -> None:
     for lat, lng in ((35.9, 14.5), (-90.0, -180.0), (90.0, 180.0), (0.0, 0.0)):
         assert position_problem(lat, lng, "p") is None
         check_position(lat, lng, "p")
+
+
+def _path_request(start_s: int | None, end_s: int | None) -> fleet_service_pb2.GetDriverPathRequest:
+    request = fleet_service_pb2.GetDriverPathRequest(driver_id="d")
+    if start_s is not None:
+        request.start.seconds = start_s
+    if end_s is not None:
+        request.end.seconds = end_s
+    return request
+
+
+@pytest.mark.parametrize(
+    ("start_s", "end_s", "longest", "message"),
+    [
+        (None, 100, dt.timedelta(hours=1), "start and end are required"),
+        (100, 100, dt.timedelta(hours=1), "end must be after start"),
+        (0, 86_401, dt.timedelta(hours=24), "may span at most 24 hours"),
+        (0, 93 * 86_400, dt.timedelta(days=92), "may span at most 92 days"),
+    ],
+)
+def test_a_time_range_says_what_is_wrong(
+    start_s: int | None, end_s: int | None, longest: dt.timedelta, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        client_range(_path_request(start_s, end_s), longest)
+
+
+def test_a_time_range_converts_to_aware_datetimes() -> None:
+    start, end = client_range(_path_request(0, 3600), dt.timedelta(hours=1))
+
+    assert (start, end - start) == (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.timedelta(hours=1))

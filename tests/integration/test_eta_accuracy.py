@@ -66,6 +66,20 @@ def _request(
     )
 
 
+def _ask(
+    platform: Platform,
+    fleet: fleet_service_pb2_grpc.FleetServiceStub,
+    tenant: str,
+    driver_id: str = "",
+    hours: tuple[int, int] = (-1, 1),
+) -> fleet_service_pb2.GetEtaAccuracyResponse:
+    """The report of ``tenant``'s dispatcher for T + hours[0] to T + hours[1]."""
+    start, end = (T + dt.timedelta(hours=h) for h in hours)
+    return fleet.GetEtaAccuracy(
+        _request(start, end, driver_id), metadata=_metadata(platform, tenant), timeout=30
+    )
+
+
 @pytest.fixture(scope="module")
 def fleet(platform: Platform) -> Iterator[fleet_service_pb2_grpc.FleetServiceStub]:
     with grpc.insecure_channel(platform.addresses["tracking"]) as channel:
@@ -143,11 +157,7 @@ def test_errors_of_the_tenants_deliveries_overall_and_by_horizon(
     seeded: tuple[str, str, str],
 ) -> None:
     tenant, _, _ = seeded
-    report = fleet.GetEtaAccuracy(
-        _request(T - dt.timedelta(hours=1), T + dt.timedelta(hours=1)),
-        metadata=_metadata(platform, tenant),
-        timeout=30,
-    )
+    report = _ask(platform, fleet, tenant)
 
     # Errors 30, -60, 200 (order A) and 10 (order B), in seconds.
     overall = report.overall
@@ -180,18 +190,9 @@ def test_one_drivers_predictions_and_an_empty_range(
     seeded: tuple[str, str, str],
 ) -> None:
     tenant, _, driver_b = seeded
-    metadata = _metadata(platform, tenant)
 
-    only_b = fleet.GetEtaAccuracy(
-        _request(T - dt.timedelta(hours=1), T + dt.timedelta(hours=1), driver_b),
-        metadata=metadata,
-        timeout=30,
-    )
-    empty = fleet.GetEtaAccuracy(
-        _request(T + dt.timedelta(hours=1), T + dt.timedelta(hours=2)),
-        metadata=metadata,
-        timeout=30,
-    )
+    only_b = _ask(platform, fleet, tenant, driver_b)
+    empty = _ask(platform, fleet, tenant, hours=(1, 2))
 
     assert only_b.overall.predictions == 1
     assert only_b.overall.mean_error_s == pytest.approx(10.0)
@@ -206,11 +207,7 @@ def test_another_tenant_sees_none_of_it(
 ) -> None:
     tenant, driver_a, _ = seeded
 
-    report = fleet.GetEtaAccuracy(
-        _request(T - dt.timedelta(hours=1), T + dt.timedelta(hours=1), driver_a),
-        metadata=_metadata(platform, f"not-{tenant}"),
-        timeout=30,
-    )
+    report = _ask(platform, fleet, f"not-{tenant}", driver_a)
 
     assert report.overall.predictions == 0
 

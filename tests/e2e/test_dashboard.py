@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc
 
 from core.auth import Role
@@ -19,7 +20,13 @@ from core.roads import RoadNetwork
 from tests.e2e.browser import Browser
 from tests.e2e.conftest import WebEdge
 from tests.e2e.support import online_driver
-from tests.integration.customer_support import create_driver_and_order, sql, staff_metadata
+from tests.integration.customer_support import (
+    create_driver_and_order,
+    record_arrival,
+    record_prediction,
+    sql,
+    staff_metadata,
+)
 from tests.integration.ingest_support import DriverApp, token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -140,22 +147,9 @@ def test_dashboard_shows_the_days_eta_accuracy(
     )
     delivered = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     dsn = web_edge.settings.database_url
-    sql(
-        dsn,
-        "INSERT INTO eta_arrivals (order_id, status, arrived_at) VALUES ($1, 8, $2)",
-        order_id,
-        delivered,
-    )
+    record_arrival(dsn, order_id, common_pb2.ORDER_STATUS_DELIVERED, delivered)
     for before_s, early_s in ((600, 30), (1200, 300)):
-        sql(
-            dsn,
-            "INSERT INTO eta_predictions (order_id, driver_id, predicted_at, predicted_arrival,"
-            " remaining_s, remaining_m) VALUES ($1, $2, $3, $4, 0, 0)",
-            order_id,
-            driver,
-            delivered - dt.timedelta(seconds=before_s),
-            delivered - dt.timedelta(seconds=early_s),
-        )
+        record_prediction(dsn, order_id, driver, delivered, before_s, early_s)
     dispatcher = token(web_edge.settings, "dispatcher-e2e", Role.DISPATCHER)
 
     desktop.goto(f"{web_edge.url}/dashboard/#token={dispatcher}")

@@ -5,6 +5,7 @@ drive by itself yet (no AssignOrder, no geofence consumer)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import queue
 import threading
@@ -199,3 +200,33 @@ def sql(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
             await conn.close()
 
     return asyncio.run(run())
+
+
+def record_arrival(dsn: str, order_id: str, status: int, at: dt.datetime) -> None:
+    """An arrival as the tracking processes' order follower records it (``eta_arrivals``)."""
+    sql(
+        dsn,
+        "INSERT INTO eta_arrivals (order_id, status, arrived_at) VALUES ($1, $2, $3)",
+        order_id,
+        status,
+        at,
+    )
+
+
+def record_prediction(
+    dsn: str, order_id: str, driver: str, delivered: dt.datetime, before_s: float, error_s: float
+) -> None:
+    """An ETA as the ETA engine records it (``eta_predictions``): shown ``before_s`` before
+    the delivery at ``delivered``, ``error_s`` early (actual minus predicted arrival)."""
+    made = delivered - dt.timedelta(seconds=before_s)
+    arrival = delivered - dt.timedelta(seconds=error_s)
+    sql(
+        dsn,
+        "INSERT INTO eta_predictions (order_id, driver_id, predicted_at, predicted_arrival,"
+        " remaining_s, remaining_m) VALUES ($1, $2, $3, $4, $5, 1000)",
+        order_id,
+        driver,
+        made,
+        arrival,
+        (arrival - made).total_seconds(),
+    )

@@ -32,7 +32,11 @@ from core.errors import ResourceExhausted
 from core.geo import LatLng
 from tests.helpers import async_wait_until
 from tests.integration.conftest import Platform
-from tests.integration.customer_support import create_driver_and_order, sql
+from tests.integration.customer_support import (
+    create_driver_and_order,
+    record_arrival,
+    record_prediction,
+)
 from tracking.active_orders import ActiveOrders
 from tracking.eta_accuracy import EtaAccuracyReport
 from tracking.order_follow import OrderFollower
@@ -102,28 +106,11 @@ def _predict(
     platform: Platform, order_id: str, driver: str, before_s: float, error_s: float
 ) -> None:
     """A prediction made ``before_s`` before the delivery at T that was ``error_s`` early."""
-    made = T - dt.timedelta(seconds=before_s)
-    arrival = T - dt.timedelta(seconds=error_s)
-    sql(
-        platform.settings.database_url,
-        "INSERT INTO eta_predictions (order_id, driver_id, predicted_at, predicted_arrival,"
-        " remaining_s, remaining_m) VALUES ($1, $2, $3, $4, $5, 1000)",
-        order_id,
-        driver,
-        made,
-        arrival,
-        (arrival - made).total_seconds(),
-    )
+    record_prediction(platform.settings.database_url, order_id, driver, T, before_s, error_s)
 
 
 def _arrive(platform: Platform, order_id: str, status: int, at: dt.datetime) -> None:
-    sql(
-        platform.settings.database_url,
-        "INSERT INTO eta_arrivals (order_id, status, arrived_at) VALUES ($1, $2, $3)",
-        order_id,
-        status,
-        at,
-    )
+    record_arrival(platform.settings.database_url, order_id, status, at)
 
 
 @pytest.fixture(scope="module")

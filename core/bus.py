@@ -173,5 +173,12 @@ class Bus:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
+async def newest_id(client: aioredis.Redis, stream: str) -> str:
+    """The id of the stream's newest entry now ("0-0" when it has none): a reader that starts
+    after it sees every entry appended from now on."""
+    newest: Any = await client.xrevrange(stream, count=1)
+    return _text(newest[0][0]) if newest else "0-0"
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value

@@ -295,6 +295,11 @@ class Settings:
     )
     eta_pickup_service_s: float = _doc("Service time at a pickup without a planned one.", 120.0)
     eta_drop_off_service_s: float = _doc("Service time at a drop-off without a planned one.", 90.0)
+    eta_arrivals_catch_up_s: float = _doc(
+        "How far back a starting tracking process records the arrivals that no process"
+        " recorded (every one was down): their ETAs are scored late rather than never.",
+        86400.0,
+    )
     eta_accuracy_horizons_s: str = _doc(
         "Band edges (seconds before the delivery, increasing, comma-separated) of the ETA"
         " accuracy report (FleetService.GetEtaAccuracy).",

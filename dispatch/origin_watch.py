@@ -25,6 +25,7 @@ from lastmile.origin.v1 import origin_service_pb2 as opb
 
 from core import topics
 from core.auth import Principal, Role
+from core.bus import newest_id
 from core.errors import InvalidArgument, NotFound, PermissionDenied
 from dispatch import origin_view
 from dispatch.context import DispatchContext
@@ -66,8 +67,7 @@ async def watch(
     stream = topics.ORDER_EVENTS
     last = request.after_cursor
     if not last:
-        newest: Any = await redis.xrevrange(stream, count=1)
-        last = newest[0][0].decode() if newest else "0-0"
+        last = await newest_id(redis, stream)
         for item in await _snapshot(ctx, tenant_id, origin_id, last):
             yield item
     else:

@@ -26,6 +26,7 @@ from lastmile.dispatch.v1 import dispatch_pb2, order_service_pb2
 from lastmile.tracking.v1 import tracking_pb2, tracking_service_pb2
 
 from core import topics
+from core.bus import newest_id
 from core.errors import InvalidArgument
 from core.workers import cancel
 from dispatch.context import DispatchContext
@@ -140,8 +141,7 @@ async def watch_orders(
     stream = topics.ORDER_EVENTS
     last = request.after_cursor
     if not last:
-        newest: Any = await redis.xrevrange(stream, count=1)
-        last = newest[0][0].decode() if newest else "0-0"
+        last = await newest_id(redis, stream)
     else:
         while True:  # replay what is stored after the cursor, in chunks
             chunk: Any = await redis.xrange(stream, min=f"({last}", count=_REPLAY_CHUNK)

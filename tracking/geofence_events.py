@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 
 from core import topics
+from core.bus import newest_id
 from core.errors import InvalidArgument
 from core.settings import Settings
 
@@ -43,15 +44,6 @@ def _decode(entry_id: Any, fields: dict[Any, Any]) -> tracking_pb2.GeofenceEvent
     return event
 
 
-async def _last_id(client: aioredis.Redis) -> str:
-    """The id of the newest event now, "0-0" when there is none."""
-    newest: Any = await client.xrevrange(topics.GEOFENCE_EVENTS, count=1)
-    if not newest:
-        return "0-0"
-    entry_id = newest[0][0]
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-
 async def watch_geofence_events(
     client: aioredis.Redis,
     settings: Settings,
@@ -65,7 +57,7 @@ async def watch_geofence_events(
     if any(not i for i in (*request.geofence_ids, *request.driver_ids)):
         raise InvalidArgument("geofence_ids and driver_ids must not hold empty ids")
     fences, drivers = frozenset(request.geofence_ids), frozenset(request.driver_ids)
-    last = request.after_cursor or await _last_id(client)
+    last = request.after_cursor or await newest_id(client, topics.GEOFENCE_EVENTS)
     if request.after_cursor:
         while True:
             page: Any = await client.xrange(topics.GEOFENCE_EVENTS, min=f"({last}", count=_PAGE)

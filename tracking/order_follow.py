@@ -6,8 +6,10 @@ assignment or status shows in the next batch's fan-out and ETAs), and NEARBY and
 are recorded in ``eta_arrivals`` as the actual arrival the ETA predictions are measured
 against (the process whose insert records a delivery scores that order's ETAs in the
 ``lastmile_eta_error_seconds`` metric, :mod:`tracking.eta_accuracy`). It reads from "now" on
-with XREAD (no consumer group: every process needs every event); events missed while every
-process is down cost a cache TTL and those orders' arrivals (their ETAs go unscored).
+with XREAD (no consumer group: every process needs every event). Arrivals of events missed
+while every process was down are caught up at start from ``order_events``, the source of
+truth, ``eta_arrivals_catch_up_s`` back; the stream position is taken first, so an event is
+either already in the table or still ahead in the stream.
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lastmile.common.v1 import common_pb2
 from lastmile.dispatch.v1 import dispatch_pb2
 
 from core import topics
-from core.bus import Bus
+from core.bus import Bus, newest_id
 from core.db import Database
 from core.settings import Settings
 from core.workers import cancel
 from tracking.active_orders import ActiveOrders
 from tracking.eta_accuracy import DELIVERED, parse_horizons, score_delivered
+
+if TYPE_CHECKING:
+    from core.db import Conn
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
@@ -63,9 +68,13 @@ class OrderFollower:
         self._task = None
 
     async def _run(self) -> None:
-        cursor = "$"
+        cursor: str | None = None  # until caught up
         while True:
             try:
+                if cursor is None:
+                    newest = await newest_id(self._bus.redis, topics.ORDER_EVENTS)
+                    await self.catch_up()
+                    cursor = newest
                 reply: Any = await self._bus.redis.xread(
                     {topics.ORDER_EVENTS: cursor},
                     count=500,
@@ -105,9 +114,29 @@ class OrderFollower:
                 statuses,
                 times,
             )
-            # Every tracking process follows the events; only the one whose insert recorded a
-            # delivery scores its ETAs, so the metric counts each once.
-            delivered = {
-                r["order_id"]: r["arrived_at"] for r in recorded if r["status"] == DELIVERED
-            }
-            await score_delivered(conn, delivered, self._edges)
+            await self._score(conn, recorded)
+
+    async def catch_up(self) -> int:
+        """Record the arrivals of the last ``eta_arrivals_catch_up_s`` that are in
+        ``order_events`` but not in ``eta_arrivals``; returns how many."""
+        async with self._database.pool.acquire() as conn:
+            recorded = await conn.fetch(
+                "INSERT INTO eta_arrivals (order_id, status, arrived_at)"
+                " SELECT order_id, to_status, min(at) FROM order_events"
+                " WHERE to_status IN ($1, $2) AND from_status <> to_status"
+                " AND at > now() - make_interval(secs => $3)"
+                " GROUP BY order_id, to_status"
+                " ON CONFLICT DO NOTHING RETURNING order_id, status, arrived_at",
+                *sorted(ARRIVALS),
+                self._settings.eta_arrivals_catch_up_s,
+            )
+            await self._score(conn, recorded)
+        if recorded:
+            log.info("caught up arrivals missed while down", extra={"count": len(recorded)})
+        return len(recorded)
+
+    async def _score(self, conn: Conn, recorded: Sequence[Any]) -> None:
+        # Every tracking process follows the events; only the one whose insert recorded a
+        # delivery scores its ETAs, so the metric counts each once.
+        delivered = {r["order_id"]: r["arrived_at"] for r in recorded if r["status"] == DELIVERED}
+        await score_delivered(conn, delivered, self._edges)

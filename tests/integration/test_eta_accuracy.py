@@ -36,6 +36,7 @@ from tests.integration.customer_support import (
     create_driver_and_order,
     record_arrival,
     record_prediction,
+    sql,
 )
 from tracking.active_orders import ActiveOrders
 from tracking.eta_accuracy import EtaAccuracyReport
@@ -287,6 +288,83 @@ def test_a_recorded_delivery_scores_its_etas_in_the_metric_once(platform: Platfo
 
     grown = [_error_sample(*bound) - was for bound, was in zip(bounds, before, strict=True)]
     assert grown == [1, 1, 0, 1, 1, 0, 0]
+
+
+def _log_event(platform: Platform, order_id: str, to_status: int, at: dt.datetime) -> None:
+    """A status change in the order's log, as dispatch writes it, that never reached the
+    stream (as if every tracking process had been down when it was relayed)."""
+    sql(
+        platform.settings.database_url,
+        "INSERT INTO order_events (order_id, sequence, event_type, from_status, to_status,"
+        " actor, at) SELECT $1, max(sequence) + 1, 'status', 0, $2, 'test', $3"
+        " FROM order_events WHERE order_id = $1",
+        order_id,
+        to_status,
+        at,
+    )
+
+
+def test_arrivals_missed_while_tracking_was_down_are_caught_up_and_scored_once(
+    platform: Platform,
+) -> None:
+    """Starting order followers record the arrivals of the order log's last
+    ``eta_arrivals_catch_up_s`` that no process recorded (the first NEARBY, the DELIVERED),
+    not older ones; the delivery's ETAs are scored once however many start."""
+    tag = uuid.uuid4().hex[:8]
+    tenant, driver = f"tenant-eta-catch-{tag}", f"drv-eta-c-{tag}"
+    recent, old = _order(platform, tenant, driver), _order(platform, tenant, driver)
+    delivered = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    _log_event(platform, recent, NEARBY, delivered - dt.timedelta(minutes=3))
+    _log_event(platform, recent, NEARBY, delivered - dt.timedelta(minutes=2))
+    _log_event(platform, recent, DELIVERED, delivered)
+    _log_event(platform, old, DELIVERED, delivered - dt.timedelta(days=2))
+    record_prediction(
+        platform.settings.database_url, recent, driver, delivered, before_s=100, error_s=30
+    )
+    settings = platform.settings.replace(eta_arrivals_catch_up_s=86400.0)
+    before = _error_sample("0-300s")
+
+    async def two_processes_start() -> None:
+        bus, database = Bus(settings), Database(settings)
+        await bus.start()
+        await database.start()
+        followers = [
+            OrderFollower(settings, bus, database, ActiveOrders(settings, bus, database))
+            for _ in range(2)
+        ]
+        try:
+            for follower in followers:
+                await follower.start()
+
+            async def recorded() -> bool:
+                async with database.pool.acquire() as conn:
+                    count = await conn.fetchval(
+                        "SELECT count(*) FROM eta_arrivals WHERE order_id = $1", recent
+                    )
+                return int(count) == 2
+
+            await async_wait_until(recorded, within=10, what="the missed arrivals recorded")
+            # Both have caught up (the second found nothing left to record).
+            assert [await f.catch_up() for f in followers] == [0, 0]
+        finally:
+            for follower in followers:
+                await follower.stop()
+            await database.stop()
+            await bus.stop()
+
+    asyncio.run(two_processes_start())
+
+    rows = sql(
+        platform.settings.database_url,
+        "SELECT order_id, status, arrived_at FROM eta_arrivals WHERE order_id = ANY($1)"
+        " ORDER BY status",
+        [recent, old],
+    )
+    assert [(r["order_id"], r["status"], r["arrived_at"]) for r in rows] == [
+        (recent, NEARBY, delivered - dt.timedelta(minutes=3)),
+        (recent, DELIVERED, delivered),
+    ]
+    assert _error_sample("0-300s") - before == 1
 
 
 def test_a_report_over_its_time_is_stopped_and_refused(platform: Platform) -> None:

@@ -149,6 +149,11 @@ class Settings:
     passive_upload_interval_s: float = _doc("Upload interval while idle.", 120.0)
     tracking_min_distance_m: float = _doc("Fixes closer than this to the last may be skipped.", 5.0)
     processor_read_count: int = _doc("Most stream entries the processor reads per round.", 1000)
+    ping_dead_letters_max: int = _doc(
+        "Most unreadable ping entries kept for replay (``lastmile dead-letters``); older ones"
+        " are trimmed.",
+        100_000,
+    )
     processor_block_ms: int = _doc("How long the processor blocks waiting for entries.", 1000)
     processor_claim_idle_ms: int = _doc(
         "Pending entries idle this long are claimed from dead consumers.", 30_000

@@ -26,6 +26,11 @@ def shard_of(driver_id: str, shards: int) -> int:
     return zlib.crc32(driver_id.encode()) % shards
 
 
+#: Ping shard entries the tracking processor could not read, kept for inspection and replay
+#: (tracking/dead_letters.py). Fields: the entry's own, plus ``dead_stream`` and ``dead_entry``
+#: (where it was) and ``dead_error`` (why it could not be read).
+PING_DEAD_LETTERS = "lastmile:pings-dead"
+
 #: Driver events other than locations (status, stop events, offer answers, failed attempts,
 #: route acks). Fields: ``driver``, ``tenant``, ``seq``, ``data``
 #: (lastmile.driver.v1.ConnectRequest).

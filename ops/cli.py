@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import subprocess
@@ -99,6 +100,31 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List the ping entries the tracking processor could not read, or replay them."""
+    return asyncio.run(_dead_letters(Settings.from_env(), args.replay, args.limit))
+
+
+async def _dead_letters(settings: Settings, replay: bool, limit: int) -> int:
+    from core.bus import Bus
+    from tracking import dead_letters
+
+    bus = Bus(settings)
+    await bus.start()
+    try:
+        if replay:
+            sent = await dead_letters.replay(bus)
+            print(f"{sent} entries appended back to their ping shards")
+            return 0
+        print(f"{await dead_letters.count(bus)} ping entries set aside")
+        for letter in await dead_letters.buried(bus, limit):
+            driver = letter.fields.get(b"driver", b"?").decode(errors="replace")
+            print(f"{letter.stream} {letter.entry_id}  driver {driver}  {letter.error}")
+        return 0
+    finally:
+        await bus.stop()
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
     """Solve a VRPTW/PDPTW benchmark file and print the checked solution as JSON."""
     from dispatch.solver import cli as solver_cli  # solvers load only for this command
@@ -148,6 +174,12 @@ def parser() -> argparse.ArgumentParser:
     status.set_defaults(run=cmd_status)
     config = commands.add_parser("config", help="list every setting and its default")
     config.set_defaults(run=cmd_config)
+    dead = commands.add_parser(
+        "dead-letters", help="ping entries the tracking processor could not read; --replay"
+    )
+    dead.add_argument("--replay", action="store_true", help="append them back to their shards")
+    dead.add_argument("--limit", type=int, default=20, help="most listed (default 20)")
+    dead.set_defaults(run=cmd_dead_letters)
     solve = commands.add_parser("solve", help="solve a Solomon / Li & Lim file, print JSON")
     _solver_arguments(solve)
     solve.set_defaults(run=cmd_solve)

@@ -5,8 +5,8 @@ One consumer group (``tracking``) per shard stream; every tracking process is a 
 named after its host and pid and reads only the shards it owns (:mod:`tracking.shard_leases`:
 one owner per shard, so one driver's batches are never processed by two processes at once).
 For each read (up to ``processor_read_count`` entries across its shards) it: decodes the
-batches, snaps the fixes to the road (per driver), advances live state in one pipeline,
-shows the new positions (one fleet update, then the *publishers*: the customers' fan-out),
+batches (an unreadable one is set aside in :mod:`tracking.dead_letters`), snaps the fixes to
+the road (per driver), advances live state in one pipeline, shows the new positions (one fleet update, then the *publishers*: the customers' fan-out),
 writes history in one COPY, XACKs (only after history is written, so a crash replays the
 entries, and replays are no-ops), and calls the *observers* (geofences, ETAs, off-route).
 
@@ -40,6 +40,7 @@ from core.db import Database
 from core.geo import LatLng
 from core.roads import RoadNetwork
 from core.settings import Settings
+from tracking import dead_letters
 from tracking.history import History
 from tracking.live_state import LiveState
 from tracking.positions import Fix, PositionObserver, PositionUpdate
@@ -73,7 +74,10 @@ STEP_SECONDS = Histogram(
     ["step"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-BAD_ENTRIES = Counter("lastmile_tracking_bad_entries_total", "Undecodable stream entries skipped.")
+BAD_ENTRIES = Counter(
+    "lastmile_tracking_bad_entries_total",
+    "Unreadable ping entries set aside in the dead-letter stream.",
+)
 # Children bound once: observed several times per round.
 _STEPS = {
     step: STEP_SECONDS.labels(step) for step in ("snap", "live_state", "history", "ack", "fleet")
@@ -236,17 +240,21 @@ class Processor:
         ROUND_ENTRIES.observe(len(entries))
         by_driver: dict[str, list[Fix]] = defaultdict(list)
         received_ms: list[int] = []
+        unreadable: list[tuple[StreamEntry, str]] = []
         for entry in entries:
             try:
                 fixes = decode(entry)
-            except Exception:
+            except Exception as exc:
                 BAD_ENTRIES.inc()
-                log.exception("undecodable ping entry skipped", extra={"entry": entry.entry_id})
+                log.exception("unreadable ping entry set aside", extra={"entry": entry.entry_id})
+                unreadable.append((entry, f"{type(exc).__name__}: {exc}"))
                 continue
             BATCH_FIXES.observe(len(fixes))
             received_ms.append(int(entry.fields[b"received_ms"]))
             for fix in fixes:
                 by_driver[fix.driver_id].append(fix)
+        # Kept before anything is acked: the gateway promised the driver these fixes.
+        await dead_letters.bury(self._bus, unreadable, self._settings.ping_dead_letters_max)
         all_fixes: list[Fix] = []
         latest: list[Fix] = []
         per_driver: dict[str, tuple[Fix, ...]] = {}

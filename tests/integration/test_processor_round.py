@@ -1,12 +1,18 @@
 """The order of a processing round on a real Redis and PostgreSQL: positions are shown
 (publishers) as soon as live state has them, before the history write; the observers that step
-per-driver state run after the write, and not at all when it fails."""
+per-driver state run after the write, and not at all when it fails. An entry the round cannot
+read is set aside in the dead-letter stream, listed and replayed by ``lastmile dead-letters``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
+import io
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,8 +22,10 @@ from lastmile.driver.v1 import driver_pb2
 from core.bus import Bus, StreamEntry
 from core.db import Database
 from core.settings import Settings
+from ops import cli
 from ops.servers import PostgresServer, RedisServer
 from tests.integration.orders_support import own_redis_db
+from tracking import dead_letters
 from tracking.history import History
 from tracking.live_state import LiveState
 from tracking.positions import PositionUpdate
@@ -119,3 +127,54 @@ async def test_a_failed_history_write_shows_positions_but_steps_no_observer(
 
     assert [drivers for drivers, _ in publisher.calls] == [[DRIVER]]
     assert observer.calls == []
+
+
+def _unreadable(entry_id: str) -> StreamEntry:
+    """An entry the gateway could have written but this processor cannot read."""
+    good = _entry(0, 1)
+    return dataclasses.replace(good, entry_id=entry_id, fields={**good.fields, b"data": b"\xff"})
+
+
+async def test_an_unreadable_entry_is_set_aside_and_the_rest_of_its_round_processed(
+    parts: tuple[Settings, Bus, Database],
+) -> None:
+    _, bus, _ = parts
+    processor, publisher, _ = _processor(*parts)
+    bad = _unreadable("7-0")
+
+    await processor.process([bad, _entry(10, 2)])
+
+    assert publisher.calls == [([DRIVER], 0)]
+    [letter] = await dead_letters.buried(bus)
+    assert (letter.stream, letter.entry_id) == ("test:pings:0", "7-0")
+    assert letter.error.startswith("DecodeError")
+    assert letter.fields == bad.fields
+
+
+async def test_replay_appends_each_set_aside_entry_back_once(
+    parts: tuple[Settings, Bus, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, bus, _ = parts
+    processor, _, _ = _processor(*parts)
+    bad = _unreadable("7-0")
+    for _ in range(2):  # a retried round sets the same entry aside again
+        await processor.process([bad])
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+
+    listed = await asyncio.to_thread(_run_cli, "dead-letters")
+    replayed = await asyncio.to_thread(_run_cli, "dead-letters", "--replay")
+
+    assert listed.splitlines()[0] == "2 ping entries set aside"
+    assert "test:pings:0 7-0  driver drv-round  DecodeError" in listed
+    assert replayed == "1 entries appended back to their ping shards\n"
+    assert await dead_letters.count(bus) == 0
+    back: Any = await bus.redis.xrange("test:pings:0")
+    assert [fields for _, fields in back] == [bad.fields]
+
+
+def _run_cli(*argv: str) -> str:
+    """What ``lastmile *argv`` prints (it must succeed)."""
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert cli.main(argv) == 0
+    return out.getvalue()

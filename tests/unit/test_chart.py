@@ -7,6 +7,7 @@ template engine on the real chart.
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,23 @@ def test_defaults_lint_but_name_no_endpoints() -> None:
     rendered = chart.render(chart.CHART)
     assert rendered.lint_errors == []
     assert any("no database" in failure for failure in rendered.failures)
+
+
+def test_every_alert_links_a_runbook_section_and_a_real_metric(production: chart.Render) -> None:
+    """An alert whose runbook anchor or metric name drifted would page with nothing to read
+    or never fire."""
+    rules = production.find("PrometheusRule", "")["spec"]["groups"][0]["rules"]
+    runbook = (REPO / "docs" / "runbook.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        for line in runbook.splitlines()
+        if line.startswith("## ")
+    }
+    code = "\n".join(p.read_text() for d in (*SERVICES, "core") for p in (REPO / d).rglob("*.py"))
+    assert len(rules) >= 9
+    for rule in rules:
+        page, anchor = rule["annotations"]["runbook"].split("#")
+        assert page == "docs/runbook.md" and anchor in anchors, rule["alert"]
+        for metric in set(re.findall(r"lastmile_[a-z_]+", rule["expr"])):
+            name = re.sub(r"_(bucket|count|total)$", "", metric)
+            assert f'"{name}' in code, (rule["alert"], metric)

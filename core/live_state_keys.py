@@ -6,7 +6,9 @@ processor) and its readers (fleet search, fleet watching, geofences).
   ``status`` is a lastmile.common.v1.DriverStatus number, ``position_at`` epoch milliseconds,
   ``snapped_lat``/``snapped_lng`` empty when the fix was not snapped to a road. ``tenant``
   is the tenant of the driver's token (from the gateway): fleet readers show a driver only to
-  its own tenant, and a driver without one to nobody.
+  its own tenant, and a driver without one to nobody. ``status_at`` and ``stop_at`` (epoch
+  milliseconds) are when the status and the current stop last changed in the app: a change
+  older than the stored one (driver events are applied by several processes) is not applied.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ FIELD_SPEED = "speed"
 FIELD_ACCURACY = "accuracy"
 FIELD_POSITION_AT = "position_at"
 FIELD_STATUS = "status"
+FIELD_STATUS_AT = "status_at"
+FIELD_STOP_AT = "stop_at"
 FIELD_CURRENT_ORDER_ID = "current_order_id"
 FIELD_CURRENT_STOP_ID = "current_stop_id"
 FIELD_SNAPPED_LAT = "snapped_lat"

@@ -4,8 +4,12 @@ Consumes ``DRIVER_EVENTS`` with its own group (``tracking-status``; dispatch rea
 stream with its group). A status change sets the live ``status`` and decides the tracking
 mode: ACTIVE while on a delivery (to pickup, at pickup, delivering), PASSIVE otherwise, pushed
 to the app through ``core.driver_commands`` only when the mode changes. A stop event sets
-``current_order_id`` and ``current_stop_id``. Dispatch, which knows assignments first, may
-set the same status and push the same config with the same helper.
+``current_order_id`` and ``current_stop_id``. Either change is shown on the tenant's fleet
+channel at once (a driver who goes off shift sends no further position to carry it).
+
+Every tracking process reads the stream, so two changes of one driver may be applied in
+either order: each carries its time (the app's ``at``, else when the gateway appended it) and
+one older than the stored change is dropped.
 """
 
 from __future__ import annotations
@@ -14,18 +18,26 @@ import asyncio
 import contextlib
 import logging
 
-from lastmile.driver.v1 import driver_service_pb2
+from lastmile.driver.v1 import driver_pb2, driver_service_pb2
+from lastmile.tracking.v1 import fleet_service_pb2
+from prometheus_client import Counter
 
+from core import live_state_keys as keys
 from core import topics
 from core.bus import Bus, StreamEntry
 from core.driver_commands import mode_for_status, send_tracking_config
 from core.settings import Settings
-from tracking.live_state import LiveState
+from tracking.live_state import LiveState, decode_state, tenant_of
 from tracking.processor import consumer_name
 
 log = logging.getLogger(__name__)
 GROUP = "tracking-status"
 RETRY_S = 1.0
+STALE = Counter(
+    "lastmile_tracking_stale_driver_changes_total",
+    "Driver status or stop changes older than the stored one, not applied.",
+    ["kind"],
+)
 
 
 class DriverStatusConsumer:
@@ -76,14 +88,47 @@ class DriverStatusConsumer:
 
     async def _apply(self, live: LiveState, entry: StreamEntry) -> None:
         driver = entry.fields[b"driver"].decode()
+        tenant = entry.fields.get(b"tenant", b"").decode()
         event = driver_service_pb2.ConnectRequest.FromString(entry.fields[b"data"])
         kind = event.WhichOneof("event")
         if kind == "status":
             status = int(event.status.status)
-            await live.set_fields(driver, {"status": status})
-            await send_tracking_config(self._bus, self._settings, driver, mode_for_status(status))
-        elif kind == "stop":
-            await live.set_fields(
+            after = await live.change(
                 driver,
-                {"current_order_id": event.stop.order_id, "current_stop_id": event.stop.stop_id},
+                tenant,
+                keys.FIELD_STATUS_AT,
+                _changed_ms(event.status, entry.entry_id),
+                {keys.FIELD_STATUS: status},
             )
+            if after is not None:
+                mode = mode_for_status(status)
+                await send_tracking_config(self._bus, self._settings, driver, mode)
+        elif kind == "stop":
+            after = await live.change(
+                driver,
+                tenant,
+                keys.FIELD_STOP_AT,
+                _changed_ms(event.stop, entry.entry_id),
+                {
+                    keys.FIELD_CURRENT_ORDER_ID: event.stop.order_id,
+                    keys.FIELD_CURRENT_STOP_ID: event.stop.stop_id,
+                },
+            )
+        else:
+            return
+        if after is None:
+            STALE.labels(kind).inc()
+        elif after.get(keys.FIELD_POSITION_AT) and tenant_of(after):
+            # Drivers without a position are not on the fleet map (WatchFleet's snapshot).
+            update = fleet_service_pb2.WatchFleetResponse(drivers=[decode_state(driver, after)])
+            await self._bus.publish(
+                topics.fleet_channel(tenant_of(after)), update.SerializeToString()
+            )
+
+
+def _changed_ms(change: driver_pb2.StatusChange | driver_pb2.StopEvent, entry_id: str) -> int:
+    """When the app says the change happened, else when the gateway appended it (the entry id's
+    milliseconds)."""
+    if change.HasField("at"):
+        return int(change.at.ToMilliseconds())
+    return int(entry_id.split("-", 1)[0])

@@ -5,10 +5,12 @@
   ``lat``, ``lng``, ``heading``, ``speed``, ``accuracy`` (the latest fix),
   ``position_at`` (its capture time, epoch milliseconds), ``snapped_lat``, ``snapped_lng``
   (road-snapped, empty when not snapped), ``status`` (lastmile.common.v1.DriverStatus number),
-  ``current_order_id``, ``current_stop_id``, ``name``, ``tenant`` (of the driver's token).
+  ``status_at``, ``current_order_id``, ``current_stop_id``, ``stop_at``, ``name``, ``tenant``
+  (of the driver's token).
 
-Positions only move forward in time: a fix older than the stored one (a replay, a late batch)
-does not overwrite it. All drivers of a batch are written in one round trip, a script call per
+Positions, statuses and stops only move forward in time: a fix older than the stored one (a
+replay, a late batch), or a status or stop change older than the stored one, does not
+overwrite it. All drivers of a batch are written in one round trip, a script call per
 ``DRIVERS_PER_CALL`` drivers.
 """
 
@@ -24,7 +26,7 @@ from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import tracking_pb2
 
 from core.geo import LatLng
-from core.live_state_keys import DRIVERS_GEO, FIELD_TENANT, driver_key
+from core.live_state_keys import DRIVERS_GEO, FIELD_STATUS_AT, FIELD_TENANT, driver_key
 from core.redis_scripts import Script, execute, per_call
 from tracking.positions import Fix
 
@@ -36,7 +38,7 @@ state_key = driver_key
 # KEYS[1] geo, KEYS[2..] the drivers' hashes; ARGV: per driver, in KEYS order, 11 values: id,
 # at_ms, lat, lng, heading, speed, accuracy, slat, slng, default status, tenant ('' keeps the
 # stored one). Returns per driver {0} when the stored position is as new or newer, else
-# {1, status, current_order_id, current_stop_id, name}.
+# {1, status, current_order_id, current_stop_id, name, status_at}.
 _ADVANCE = Script("""
 local out = {}
 for i = 2, #KEYS do
@@ -51,11 +53,22 @@ for i = 2, #KEYS do
     if ARGV[a + 11] ~= '' then redis.call('HSET', key, 'tenant', ARGV[a + 11]) end
     redis.call('HSETNX', key, 'status', ARGV[a + 10])
     redis.call('GEOADD', KEYS[1], ARGV[a + 4], ARGV[a + 3], ARGV[a + 1])
-    local rest = redis.call('HMGET', key, 'status', 'current_order_id', 'current_stop_id', 'name')
-    out[#out + 1] = {1, rest[1] or '', rest[2] or '', rest[3] or '', rest[4] or ''}
+    local rest = redis.call('HMGET', key, 'status', 'current_order_id', 'current_stop_id', 'name',
+      'status_at')
+    out[#out + 1] = {1, rest[1] or '', rest[2] or '', rest[3] or '', rest[4] or '', rest[5] or ''}
   end
 end
 return out
+""")
+# KEYS[1] a driver's hash. ARGV: the time field, the change's time (epoch ms), the tenant ('' keeps
+# the stored one), then field, value pairs. Sets them and the time unless the stored time is
+# newer; returns the whole hash after, or nil when the change was older.
+_SET_IF_NEWER = Script("""
+local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) < stored then return nil end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 4))
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[3]) end
+return redis.call('HGETALL', KEYS[1])
 """)
 # Drivers per script call (core.redis_scripts.per_call): redis-py spent 27-28 us of CPU a
 # driver with a call each, 15-18 us in calls of 200.
@@ -105,7 +118,7 @@ class LiveState:
             if not int(reply[0]):
                 states.append(None)
                 continue
-            status, order, stop, name = (_text(v) for v in reply[1:5])
+            status, order, stop, name, status_at = (_text(v) for v in reply[1:6])
             state = tracking_pb2.DriverState(
                 driver_id=fix.driver_id,
                 name=name,
@@ -118,6 +131,8 @@ class LiveState:
             shown = snapped_or_raw(fix)
             state.position.lat, state.position.lng = shown.lat, shown.lng
             state.position_at.FromDatetime(fix.at)
+            if status_at:
+                state.status_since.CopyFrom(_timestamp_ms(int(status_at)))
             states.append(state)
         return states
 
@@ -136,10 +151,25 @@ class LiveState:
             return None
         return decode_state(driver_id, raw)
 
-    async def set_fields(self, driver_id: str, fields: Mapping[str, str | int]) -> None:
-        """Set status, current order or stop (from driver events or dispatch)."""
-        mapping: dict[str | bytes, str | int] = {k: v for k, v in fields.items()}
-        await self._redis.hset(state_key(driver_id), mapping=mapping)  # type: ignore[arg-type]
+    async def change(
+        self,
+        driver_id: str,
+        tenant_id: str,
+        time_field: str,
+        at_ms: int,
+        fields: Mapping[str, str | int],
+    ) -> dict[str, str] | None:
+        """Set ``fields`` (a status, or the current order and stop) as changed at ``at_ms``,
+        with ``time_field`` holding that time, unless the stored change is newer. Returns the
+        driver's whole hash after the change, None when it was older and nothing was set."""
+        pairs = [v for item in fields.items() for v in item]
+        reply: Any = await _SET_IF_NEWER(
+            self._redis, [state_key(driver_id)], [time_field, at_ms, tenant_id, *pairs]
+        )
+        if reply is None:
+            return None
+        flat = [_text(v) for v in reply]
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def tenant_of(raw: Mapping[Any, Any]) -> str:
@@ -171,6 +201,8 @@ def decode_state(driver_id: str, raw: Mapping[Any, Any]) -> tracking_pb2.DriverS
         state.position.lat, state.position.lng = float(lat), float(lng)
     if fields.get("position_at"):
         state.position_at.CopyFrom(_timestamp_ms(int(fields["position_at"])))
+    if fields.get(FIELD_STATUS_AT):
+        state.status_since.CopyFrom(_timestamp_ms(int(fields[FIELD_STATUS_AT])))
     return state
 
 

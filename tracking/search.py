@@ -73,6 +73,7 @@ _STATE_FIELDS = (
     keys.FIELD_CURRENT_STOP_ID,
     keys.FIELD_SNAPPED_LAT,
     keys.FIELD_SNAPPED_LNG,
+    keys.FIELD_STATUS_AT,
 )
 
 # KEYS[1] geo set. ARGV: lng, lat, radius m ('' for a box), box width m, box height m, rows

@@ -1,6 +1,8 @@
 """The dispatcher dashboard's driver view and live feed in headless Chromium against the real
 stack: a wave planned for a driver is drawn (orders, route line, stops, km, next stop) when the
-driver is clicked, and a geofence entry and a failed delivery appear in the live feed."""
+driver is clicked, and a geofence entry and a failed delivery appear in the live feed; a
+driver's status change shows on the map at once, without a new position, and the driver view
+says since when."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from lastmile.common.v1 import common_pb2
+from lastmile.driver.v1 import driver_pb2
 
 from core.auth import Role
 from core.geo import LatLng
@@ -26,7 +29,7 @@ from tests.e2e.support import (
     shown,
 )
 from tests.integration.customer_support import create_driver_and_order, dispatch_sets_status
-from tests.integration.ingest_support import DriverApp, batch, fix, now_s, token
+from tests.integration.ingest_support import DriverApp, Request, batch, fix, now_s, token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 # Around Marsa and Paola, away from the other tests' drivers.
@@ -34,6 +37,7 @@ DEPOT = LatLng(35.8790, 14.4950)
 DROP_OFFS = [LatLng(35.8760, 14.5050), LatLng(35.8700, 14.4960)]
 FENCE = LatLng(35.8765, 14.4990)  # ~400 m from the depot
 FENCE_RADIUS_M = 80.0
+MDINA = LatLng(35.8860, 14.4030)  # the status test's driver, alone there
 S = common_pb2.OrderStatus
 # The feed streams open with the page and start at "now": an event that raced their opening
 # is not replayed, so the action is repeated (each repetition is a new, real event).
@@ -136,3 +140,29 @@ def test_dashboard_shows_a_drivers_route_and_the_live_feed(
     finally:
         for each in apps:
             each.close()
+
+
+def test_a_status_change_shows_at_once_and_since_when(
+    web_edge: WebEdge, roads: RoadNetwork, desktop: Browser
+) -> None:
+    driver, app = online_driver(web_edge, roads.nearest(MDINA).location)
+    dot = f"document.querySelector('.driver-dot[data-driver-id=\"{driver}\"]')"
+    try:
+        dispatcher = token(web_edge.settings, "dispatcher-e2e", Role.DISPATCHER)
+        desktop.goto(f"{web_edge.url}/dashboard/#token={dispatcher}")
+        desktop.wait(f"{dot}?.getAttribute('data-status') === 'IDLE'")
+        desktop.wait("document.getElementById('connection').textContent === 'Live'")
+
+        change = driver_pb2.StatusChange(status=common_pb2.DRIVER_STATUS_ON_BREAK)
+        change.at.FromSeconds(int(now_s()))
+        assert app.send_and_wait(Request(seq=2, status=change)).WhichOneof("command") == "ack"
+
+        # No position follows: the change itself reaches the map.
+        desktop.wait(f"{dot}.getAttribute('data-status') === 'ON_BREAK'", timeout_s=10)
+        desktop.click(f'.driver-dot[data-driver-id="{driver}"]')
+        desktop.wait(f"document.getElementById('driver-title').textContent.includes('{driver}')")
+        desktop.wait("document.getElementById('driver-state').textContent.startsWith('on break')")
+        state = str(desktop.eval("document.getElementById('driver-state').textContent"))
+        assert re.fullmatch(r"on break since \S+( [AP]M)?, seen \S+( [AP]M)?", state), state
+    finally:
+        app.close()

@@ -1,6 +1,7 @@
 """Live state on a real Redis: a round's drivers are written in script calls of
 ``DRIVERS_PER_CALL`` drivers each, every driver gets its own answer in order, and a fix older
-than the stored one changes nothing."""
+than the stored one changes nothing; nor does a status or stop change older than the stored
+one."""
 
 from __future__ import annotations
 
@@ -52,7 +53,10 @@ async def test_a_round_larger_than_one_call_answers_every_driver_in_order(
 ) -> None:
     drivers = 2 * DRIVERS_PER_CALL + 7
     live = LiveState(client)
-    await live.set_fields("drv-live-5", {"status": common_pb2.DRIVER_STATUS_DELIVERING})
+    changed_ms = int(START.timestamp() * 1000)
+    await live.change(
+        "drv-live-5", "t1", "status_at", changed_ms, {"status": common_pb2.DRIVER_STATUS_DELIVERING}
+    )
 
     states = await live.advance([_fix(k, 10, snapped=k % 2 == 0) for k in range(drivers)])
 
@@ -67,6 +71,8 @@ async def test_a_round_larger_than_one_call_answers_every_driver_in_order(
         common_pb2.DRIVER_STATUS_DELIVERING,  # a status already stored stays
         common_pb2.DRIVER_STATUS_IDLE,
     ]
+    assert states[5] is not None and states[5].status_since.ToMilliseconds() == changed_ms
+    assert states[4] is not None and not states[4].HasField("status_since")
     last = await client.hgetall(state_key(f"drv-live-{drivers - 1}"))
     assert (
         last[b"tenant"] == b"t1"
@@ -87,3 +93,19 @@ async def test_an_older_fix_changes_nothing_and_the_others_still_advance(
 
     assert [s is not None for s in states] == [True, False, True]
     assert await client.hgetall(state_key("drv-live-1")) == before
+
+
+async def test_a_change_older_than_the_stored_one_is_not_applied(client: aioredis.Redis) -> None:
+    live = LiveState(client)
+    at = int(START.timestamp() * 1000)
+    on_break, idle = common_pb2.DRIVER_STATUS_ON_BREAK, common_pb2.DRIVER_STATUS_IDLE
+
+    first = await live.change("drv-live-c", "t1", "status_at", at, {"status": on_break})
+    older = await live.change("drv-live-c", "t2", "status_at", at - 1, {"status": idle})
+    stop = await live.change("drv-live-c", "", "stop_at", at - 5, {"current_stop_id": "s1"})
+
+    assert first == {"status": str(on_break), "status_at": str(at), "tenant": "t1"}
+    assert older is None
+    # Stops keep their own time: an earlier stop event still applies after a status change.
+    assert stop == {**first, "current_stop_id": "s1", "stop_at": str(at - 5)}
+    assert await client.hget(state_key("drv-live-c"), "status") == str(on_break).encode()

@@ -74,9 +74,10 @@ class DriverPanel {
     el("driver-route").dataset.routeId = "";
     try {
       const { driver } = await this.api.fleet.getDriverState({ driverId });
+      const since = driver?.statusSince ? ` since ${clock(timestampDate(driver.statusSince))}` : "";
       const seen = driver?.positionAt ? `, seen ${clock(timestampDate(driver.positionAt))}` : "";
       el("driver-title").textContent = driver?.name ? `${driver.name} (${driverId})` : `Driver ${driverId}`;
-      el("driver-state").textContent = `${driverStatusLabel(driver?.status ?? DriverStatus.UNSPECIFIED)}${seen}`;
+      el("driver-state").textContent = `${driverStatusLabel(driver?.status ?? DriverStatus.UNSPECIFIED)}${since}${seen}`;
     } catch (error) {
       el("driver-state").textContent = describeError(error);
     }

@@ -145,7 +145,8 @@ def test_dashboard_shows_a_drivers_route_and_the_live_feed(
 def test_a_status_change_shows_at_once_and_since_when(
     web_edge: WebEdge, roads: RoadNetwork, desktop: Browser
 ) -> None:
-    driver, app = online_driver(web_edge, roads.nearest(MDINA).location)
+    spot = roads.nearest(MDINA).location
+    driver, app = online_driver(web_edge, spot)
     dot = f"document.querySelector('.driver-dot[data-driver-id=\"{driver}\"]')"
     try:
         dispatcher = token(web_edge.settings, "dispatcher-e2e", Role.DISPATCHER)
@@ -159,6 +160,10 @@ def test_a_status_change_shows_at_once_and_since_when(
 
         # No position follows: the change itself reaches the map.
         desktop.wait(f"{dot}.getAttribute('data-status') === 'ON_BREAK'", timeout_s=10)
+        # Close in, so that no other test's driver lies over this one's dot.
+        desktop.eval(
+            f"void window.dashboardMap.setView([{spot.lat}, {spot.lng}], 17, {{animate: false}})"
+        )
         desktop.click(f'.driver-dot[data-driver-id="{driver}"]')
         desktop.wait(f"document.getElementById('driver-title').textContent.includes('{driver}')")
         desktop.wait("document.getElementById('driver-state').textContent.startsWith('on break')")

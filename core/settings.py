@@ -225,9 +225,13 @@ class Settings:
     outbox_relay_enabled: bool = _doc("Relay the order outbox to the bus (off: tests).", True)
     outbox_batch_size: int = _doc("Most outbox rows relayed per transaction.", 100)
     outbox_poll_interval_s: float = _doc("How often the relay looks for unpublished rows.", 0.2)
-    order_consumer_block_ms: int = _doc("How long the driver-event consumer blocks.", 1000)
+    order_consumer_block_ms: int = _doc(
+        "How long the driver-event consumers (dispatch's and tracking's) block.", 1000
+    )
     order_consumer_claim_idle_ms: int = _doc(
-        "Driver events pending this long (a dead or restarted replica's) are claimed.", 30_000
+        "Driver events pending this long (a dead or restarted replica's) are claimed, by"
+        " dispatch's and tracking's consumers alike.",
+        30_000,
     )
     provider_callback_port: int = _doc("HTTP port of provider callbacks (0 = any free).", 0)
     provider_callback_secret: str = _doc(

@@ -13,21 +13,17 @@
 - A confirmed proof (PROOF_EVENTS, written by pod through the outbox) -> DELIVERED.
 
 Replays are harmless: a report the order is already past is skipped, and each driver event
-is recorded with a dedupe key (driver + sequence number) so it applies once. A domain refusal
-(illegal transition) is logged and acked; an unexpected error leaves the entry pending, and
-the consumer's pending entries are retried when it starts. A dependency outage (Redis or
-PostgreSQL restarting) stops the round at the entry it hit: that entry and the ones after it
-are taken again, in order, once the dependency answers. Entries left pending by a replica
-that died (or by this process before a restart: consumer names carry the pid) are claimed
+is recorded with a dedupe key (driver + sequence number) so it applies once. Refusals,
+outages and entries left pending are handled as for every consumer group
+(``core.stream_consumer``): a domain refusal (illegal transition) is logged and acked, an
+outage stops the round until the dependency answers, and a dead replica's entries are claimed
 once idle for ``order_consumer_claim_idle_ms``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from typing import Any
 
 from lastmile.common.v1 import route_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
@@ -35,9 +31,7 @@ from lastmile.tracking.v1 import tracking_pb2
 
 from core import topics
 from core.bus import StreamEntry
-from core.errors import ServiceError
-from core.outages import is_outage
-from core.workers import cancel
+from core.stream_consumer import GroupConsumer
 from dispatch import failures, off_route, offers, progress, route_acks, route_store
 from dispatch import state_machine as sm
 from dispatch.context import DispatchContext
@@ -61,89 +55,23 @@ async def on_offer_answer(
     await offers.answer_offer(ctx, driver_id, answer)
 
 
-class DriverEventConsumer:
+class DriverEventConsumer(GroupConsumer):
     """Background component of the dispatch process: see the module docstring."""
 
-    service_names: tuple[str, ...] = ()
+    name = "driver-events"
 
     def __init__(self, ctx: DispatchContext) -> None:
-        self._ctx = ctx
-        self._name = f"dispatch-{os.getpid()}"
-        self._task: asyncio.Task[None] | None = None
-
-    def register(self, server: object) -> None:
-        """No servicer: a worker."""
-
-    async def start(self) -> None:
-        """Create the group (from the start of the streams) and start consuming."""
-        for stream in STREAMS:
-            await self._ctx.bus.ensure_group(stream, GROUP, "0")
-        self._task = asyncio.create_task(self._run(), name="driver-events")
-
-    async def stop(self) -> None:
-        """Stop consuming; unacked entries stay pending for the next start."""
-        await cancel(self._task)
-
-    async def _run(self) -> None:
-        settings = self._ctx.settings
-        claim_every_s = settings.order_consumer_claim_idle_ms / 2000
-        next_claim = 0.0
-        # This consumer's own pending entries first: at start (a restart under the same name)
-        # and after a failure (a new read only returns new entries, not the ones left unacked).
-        own_pending = True
-        while True:
-            try:
-                if own_pending:
-                    await self._handle_all(await self._pending())
-                    own_pending = False
-                loop_time = asyncio.get_running_loop().time()
-                if loop_time >= next_claim:
-                    next_claim = loop_time + claim_every_s
-                    await self._handle_all(
-                        await self._ctx.bus.claim_idle(
-                            STREAMS, GROUP, self._name, settings.order_consumer_claim_idle_ms
-                        )
-                    )
-                entries = await self._ctx.bus.read_group(
-                    STREAMS, GROUP, self._name, block_ms=settings.order_consumer_block_ms
-                )
-                await self._handle_all(entries)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                own_pending = True
-                if is_outage(exc):
-                    log.warning(
-                        "driver events wait for Redis/PostgreSQL", extra={"error": str(exc)}
-                    )
-                else:
-                    log.exception("driver-event consumer failed; retrying")
-                await asyncio.sleep(self._ctx.settings.outbox_poll_interval_s)
-
-    async def _pending(self) -> list[StreamEntry]:
-        reply: Any = await self._ctx.bus.redis.xreadgroup(
-            GROUP, self._name, {s: "0" for s in STREAMS}, count=1000
+        settings = ctx.settings
+        super().__init__(
+            ctx.bus,
+            STREAMS,
+            GROUP,
+            f"dispatch-{os.getpid()}",
+            block_ms=settings.order_consumer_block_ms,
+            claim_idle_ms=settings.order_consumer_claim_idle_ms,
+            retry_s=settings.outbox_poll_interval_s,
         )
-        return [
-            StreamEntry(stream.decode(), entry_id.decode(), fields)
-            for stream, entries in reply or []
-            for entry_id, fields in entries
-        ]
-
-    async def _handle_all(self, entries: list[StreamEntry]) -> None:
-        for entry in entries:
-            try:
-                await self.handle(entry)
-            except ServiceError as exc:
-                log.info("event refused", extra={"entry": entry.entry_id, "reason": str(exc)})
-            except Exception as exc:
-                if is_outage(exc):
-                    # Stop here: this entry and the rest stay pending and are taken again, in
-                    # order, as soon as the dependency is back (see _run).
-                    raise
-                log.exception("event failed; left pending", extra={"entry": entry.entry_id})
-                continue
-            await self._ctx.bus.ack(entry.stream, GROUP, [entry.entry_id])
+        self._ctx = ctx
 
     async def handle(self, entry: StreamEntry) -> None:
         """Apply one entry of any of the consumed streams."""

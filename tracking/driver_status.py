@@ -9,14 +9,11 @@ channel at once (a driver who goes off shift sends no further position to carry 
 
 Every tracking process reads the stream, so two changes of one driver may be applied in
 either order: each carries its time (the app's ``at``, else when the gateway appended it) and
-one older than the stored change is dropped.
+one older than the stored change is dropped. Reading, acking, retries and claiming a dead
+process's entries are those of every consumer group (``core.stream_consumer``).
 """
 
 from __future__ import annotations
-
-import asyncio
-import contextlib
-import logging
 
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 from lastmile.tracking.v1 import fleet_service_pb2
@@ -27,10 +24,10 @@ from core import topics
 from core.bus import Bus, StreamEntry
 from core.driver_commands import mode_for_status, send_tracking_config
 from core.settings import Settings
+from core.stream_consumer import GroupConsumer
 from tracking.live_state import LiveState, decode_state, tenant_of
 from tracking.processor import consumer_name
 
-log = logging.getLogger(__name__)
 GROUP = "tracking-status"
 RETRY_S = 1.0
 STALE = Counter(
@@ -40,53 +37,26 @@ STALE = Counter(
 )
 
 
-class DriverStatusConsumer:
+class DriverStatusConsumer(GroupConsumer):
     """Applies driver status and stop events to live state (host component)."""
 
-    service_names: tuple[str, ...] = ()
+    name = "tracking-driver-status"
 
     def __init__(self, settings: Settings, bus: Bus) -> None:
+        super().__init__(
+            bus,
+            [topics.DRIVER_EVENTS],
+            GROUP,
+            consumer_name(),
+            block_ms=settings.order_consumer_block_ms,
+            claim_idle_ms=settings.order_consumer_claim_idle_ms,
+            retry_s=RETRY_S,
+        )
         self._settings = settings
-        self._bus = bus
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
-    def register(self, server: object) -> None:
-        """No servicer."""
-
-    async def start(self) -> None:
-        """Create the group and start reading."""
-        await self._bus.ensure_group(topics.DRIVER_EVENTS, GROUP, "0")
-        self._task = asyncio.create_task(self._run(), name="tracking-driver-status")
-
-    async def stop(self) -> None:
-        """Stop after the round in hand."""
-        self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._task, timeout=self._settings.shutdown_grace_s + 5)
-            self._task = None
-
-    async def _run(self) -> None:
+    async def handle(self, entry: StreamEntry) -> None:
+        """Apply one status change or stop event (other driver events are dispatch's)."""
         live = LiveState(self._bus.redis)
-        consumer = consumer_name()
-        while not self._stopping.is_set():
-            try:
-                entries = await self._bus.read_group(
-                    [topics.DRIVER_EVENTS], GROUP, consumer, count=500, block_ms=1000
-                )
-                for entry in entries:
-                    await self._apply(live, entry)
-                if entries:
-                    await self._bus.ack(topics.DRIVER_EVENTS, GROUP, [e.entry_id for e in entries])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("driver status round failed, retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), RETRY_S)
-
-    async def _apply(self, live: LiveState, entry: StreamEntry) -> None:
         driver = entry.fields[b"driver"].decode()
         tenant = entry.fields.get(b"tenant", b"").decode()
         event = driver_service_pb2.ConnectRequest.FromString(entry.fields[b"data"])

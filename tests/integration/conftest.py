@@ -6,18 +6,20 @@ from __future__ import annotations
 import functools
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from core.bus import Bus
 from core.settings import Settings
 from ops import health
 from ops.servers import EnvoyServer, ManagedProcess, PostgresServer, RedisServer, SeaweedS3
 from ops.servers.process import free_port
 from ops.stack import SERVICES, edge_config, service_process
+from tests.integration.orders_support import own_redis_db
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CITY_PBF = REPO / "maps" / "malta.osm.pbf"
@@ -135,3 +137,22 @@ def platform(
             yield running
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_settings(redis_server: RedisServer, redis_db: int) -> Settings:
+    """Default settings on this module's own Redis database (the session's platform uses
+    database 0: its consumers and leases stay out of the module's way)."""
+    return Settings.from_env({}).replace(redis_url=own_redis_db(redis_server.url, redis_db))
+
+
+@pytest.fixture
+async def private_bus(private_settings: Settings) -> AsyncIterator[Bus]:
+    """A started bus on this module's own Redis database, emptied first."""
+    bus = Bus(private_settings)
+    await bus.start()
+    await bus.redis.flushdb()
+    try:
+        yield bus
+    finally:
+        await bus.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,9 +20,7 @@ from core.bus import Bus
 from core.geo import LatLng
 from core.live_state_keys import driver_key
 from core.settings import Settings
-from ops.servers import RedisServer
 from tests.helpers import async_wait_until
-from tests.integration.orders_support import own_redis_db
 from tracking.driver_status import DriverStatusConsumer
 from tracking.live_state import LiveState
 from tracking.positions import Fix
@@ -35,21 +32,13 @@ ON_BREAK, IDLE = common_pb2.DRIVER_STATUS_ON_BREAK, common_pb2.DRIVER_STATUS_IDL
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer, redis_db: int) -> Settings:
-    """Settings on a private Redis database."""
-    return Settings.from_env({}).replace(redis_url=own_redis_db(redis_server.url, redis_db))
+def settings(private_settings: Settings) -> Settings:
+    return private_settings
 
 
 @pytest.fixture
-async def bus(settings: Settings) -> AsyncIterator[Bus]:
-    """A started bus on the emptied private database."""
-    started = Bus(settings)
-    await started.start()
-    await started.redis.flushdb()
-    try:
-        yield started
-    finally:
-        await started.stop()
+def bus(private_bus: Bus) -> Bus:
+    return private_bus
 
 
 def _stamp(at: dt.datetime) -> Timestamp:

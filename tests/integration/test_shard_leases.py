@@ -4,7 +4,7 @@ processes join, leave or die, and two processors never read the same shard."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -22,16 +22,10 @@ LEASE_S = 0.8
 
 
 @pytest.fixture
-async def bus(redis_server: RedisServer, redis_db: int) -> AsyncIterator[Bus]:
-    """A started bus on an emptied private database (the session's tracking processes hold
-    leases in database 0)."""
-    events = Bus(Settings.from_env({}).replace(redis_url=own_redis_db(redis_server.url, redis_db)))
-    await events.start()
-    await events.redis.flushdb()
-    try:
-        yield events
-    finally:
-        await events.stop()
+def bus(private_bus: Bus) -> Bus:
+    """The module's own emptied database (the session's tracking processes hold leases in
+    database 0)."""
+    return private_bus
 
 
 def test_assignment_splits_shards_evenly_and_agrees_between_members() -> None:

@@ -5,18 +5,14 @@ entries are claimed once idle."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from core.bus import Bus, StreamEntry
 from core.errors import FailedPrecondition
-from core.settings import Settings
 from core.stream_consumer import GroupConsumer
-from ops.servers import RedisServer
 from tests.helpers import async_wait_until
-from tests.integration.orders_support import own_redis_db
 
 pytestmark = pytest.mark.integration
 STREAM, GROUP = "test:consumer-events", "test-group"
@@ -24,15 +20,8 @@ CLAIM_IDLE_MS = 300
 
 
 @pytest.fixture
-async def bus(redis_server: RedisServer, redis_db: int) -> AsyncIterator[Bus]:
-    settings = Settings.from_env({}).replace(redis_url=own_redis_db(redis_server.url, redis_db))
-    started = Bus(settings)
-    await started.start()
-    await started.redis.flushdb()
-    try:
-        yield started
-    finally:
-        await started.stop()
+def bus(private_bus: Bus) -> Bus:
+    return private_bus
 
 
 class _Recorder(GroupConsumer):

@@ -44,7 +44,7 @@ def haversine_m(a: LatLng, b: LatLng) -> float:
 # Areas are city-sized: within one, a local equirectangular projection around a reference
 # point is accurate to well under a metre, which is all geofences and searches need.
 
-_M_PER_DEG_LAT = math.pi * EARTH_RADIUS_M / 180.0
+M_PER_DEG_LAT = math.pi * EARTH_RADIUS_M / 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +71,8 @@ class Bounds:
         widest_lat = (
             0.0 if self.south <= 0.0 <= self.north else min(abs(self.south), abs(self.north))
         )
-        width = (self.east - self.west) * _M_PER_DEG_LAT * math.cos(math.radians(widest_lat))
-        return width, (self.north - self.south) * _M_PER_DEG_LAT
+        width = (self.east - self.west) * M_PER_DEG_LAT * math.cos(math.radians(widest_lat))
+        return width, (self.north - self.south) * M_PER_DEG_LAT
 
 
 def bounds_of(points: Sequence[LatLng]) -> Bounds:
@@ -84,8 +84,8 @@ def bounds_of(points: Sequence[LatLng]) -> Bounds:
 
 def _project(origin: LatLng, point: LatLng) -> tuple[float, float]:
     """(x east, y north) in metres of ``point`` seen from ``origin``."""
-    x = (point.lng - origin.lng) * _M_PER_DEG_LAT * math.cos(math.radians(origin.lat))
-    return x, (point.lat - origin.lat) * _M_PER_DEG_LAT
+    x = (point.lng - origin.lng) * M_PER_DEG_LAT * math.cos(math.radians(origin.lat))
+    return x, (point.lat - origin.lat) * M_PER_DEG_LAT
 
 
 def point_in_polygon(point: LatLng, vertices: Sequence[LatLng]) -> bool:
@@ -217,6 +217,6 @@ def polygon_centroid(vertices: Sequence[LatLng]) -> LatLng:
         )
     x, y = cx / (3 * area2), cy / (3 * area2)
     return LatLng(
-        origin.lat + y / _M_PER_DEG_LAT,
-        origin.lng + x / (_M_PER_DEG_LAT * math.cos(math.radians(origin.lat))),
+        origin.lat + y / M_PER_DEG_LAT,
+        origin.lng + x / (M_PER_DEG_LAT * math.cos(math.radians(origin.lat))),
     )

@@ -30,6 +30,7 @@ from lastmile.tracking.v1 import tracking_pb2
 
 from core import topics
 from core.bus import Bus
+from core.geo import M_PER_DEG_LAT
 from core.live_state_keys import geofence_state_key
 from core.settings import Settings
 from tracking.geofence_engine import Inside, margins, step
@@ -37,7 +38,6 @@ from tracking.geofences import VERSION_KEY, Fence, GeofenceStore
 from tracking.positions import Fix, PositionUpdate
 
 log = logging.getLogger(__name__)
-_M_PER_DEG = 111_195.0
 
 
 @dataclass
@@ -136,7 +136,7 @@ class GeofenceObserver:
 
     def _near(self, update: PositionUpdate, fixes: Sequence[Fix]) -> list[Fence]:
         """Fences watching this driver whose box (grown by the exit margin) holds a fix."""
-        pad_lat = self._settings.geofence_exit_margin_m / _M_PER_DEG
+        pad_lat = self._settings.geofence_exit_margin_m / M_PER_DEG_LAT
         found = []
         driver_id = update.driver_id
         for fence in (*self._cache.everyone, *self._cache.by_driver.get(driver_id, ())):

@@ -26,9 +26,7 @@ from dataclasses import dataclass, replace
 
 from lastmile.common.v1 import route_pb2
 
-from core.geo import LatLng, bounds_of, distance_to_polyline_m
-
-_M_PER_DEG_LAT = 111_195.0
+from core.geo import M_PER_DEG_LAT, LatLng, bounds_of, distance_to_polyline_m
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +48,7 @@ class LegLine:
     def distance_m(self, point: LatLng, cutoff_m: float) -> float:
         """Distance from ``point`` to the leg; ``math.inf`` when the box alone shows it is
         farther than ``cutoff_m``."""
-        margin_lat = cutoff_m / _M_PER_DEG_LAT
+        margin_lat = cutoff_m / M_PER_DEG_LAT
         margin_lng = margin_lat / max(0.01, math.cos(math.radians(point.lat)))
         if not (
             self.south - margin_lat <= point.lat <= self.north + margin_lat

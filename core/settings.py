@@ -304,6 +304,16 @@ class Settings:
     )
     eta_pickup_service_s: float = _doc("Service time at a pickup without a planned one.", 120.0)
     eta_drop_off_service_s: float = _doc("Service time at a drop-off without a planned one.", 90.0)
+    eta_arrival_radius_m: float = _doc(
+        "A driver whose position is this close to the drop-off has arrived there: the actual"
+        " arrival ETAs are measured against (else the delivery time).",
+        75.0,
+    )
+    eta_arrival_lookback_s: float = _doc(
+        "How far before the delivery (and never before the pickup) the driver's positions are"
+        " searched for its arrival at the drop-off.",
+        3600.0,
+    )
     eta_arrivals_catch_up_s: float = _doc(
         "How far back a starting tracking process records the arrivals that no process"
         " recorded (every one was down): their ETAs are scored late rather than never.",

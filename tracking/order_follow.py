@@ -3,13 +3,14 @@
 Two reactions, both idempotent so every tracking process may follow the stream and a
 restart may re-read: the cached active orders of the drivers concerned are dropped (a new
 assignment or status shows in the next batch's fan-out and ETAs), and NEARBY and DELIVERED
-are recorded in ``eta_arrivals`` as the actual arrival the ETA predictions are measured
-against (the process whose insert records a delivery scores that order's ETAs in the
-``lastmile_eta_error_seconds`` metric, :mod:`tracking.eta_accuracy`). It reads from "now" on
-with XREAD (no consumer group: every process needs every event). Arrivals of events missed
-while every process was down are caught up at start from ``order_events``, the source of
-truth, ``eta_arrivals_catch_up_s`` back; the stream position is taken first, so an event is
-either already in the table or still ahead in the stream.
+are recorded in ``eta_arrivals`` (the process whose insert records a delivery finds when the
+driver reached the drop-off, the actual arrival the ETA predictions are measured against, and
+scores that order's ETAs in the ``lastmile_eta_error_seconds`` metric,
+:mod:`tracking.eta_accuracy`). It reads from "now" on with XREAD (no consumer group: every
+process needs every event). Arrivals of events missed while every process was down are caught
+up at start from ``order_events``, the source of truth, ``eta_arrivals_catch_up_s`` back; the
+stream position is taken first, so an event is either already in the table or still ahead in
+the stream.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from core.db import Database
 from core.settings import Settings
 from core.workers import cancel
 from tracking.active_orders import ActiveOrders
-from tracking.eta_accuracy import DELIVERED, parse_horizons, score_delivered
+from tracking.eta_accuracy import DELIVERED, parse_horizons, record_reached, score_delivered
 
 if TYPE_CHECKING:
     from core.db import Conn
@@ -137,6 +138,8 @@ class OrderFollower:
 
     async def _score(self, conn: Conn, recorded: Sequence[Any]) -> None:
         # Every tracking process follows the events; only the one whose insert recorded a
-        # delivery scores its ETAs, so the metric counts each once.
+        # delivery finds its arrival and scores its ETAs, so the metric counts each once.
         delivered = {r["order_id"]: r["arrived_at"] for r in recorded if r["status"] == DELIVERED}
-        await score_delivered(conn, delivered, self._edges)
+        reached = await record_reached(conn, list(delivered), self._settings)
+        actual = {order_id: reached.get(order_id, at) for order_id, at in delivered.items()}
+        await score_delivered(conn, actual, self._edges)

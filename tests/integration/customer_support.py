@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +230,21 @@ def record_prediction(
         arrival,
         (arrival - made).total_seconds(),
     )
+
+
+def record_fixes(dsn: str, driver: str, fixes: Sequence[tuple[dt.datetime, LatLng]]) -> None:
+    """Fixes in the driver's stored history, as the tracking processor writes them."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for day in sorted({at.date() for at, _ in fixes}):
+                await conn.execute("SELECT lastmile_ensure_history_partition($1)", day)
+            await conn.executemany(
+                "INSERT INTO location_history (driver_id, recorded_at, lat, lng) VALUES ($1, $2, $3, $4)",
+                [(driver, at, where.lat, where.lng) for at, where in fixes],
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())

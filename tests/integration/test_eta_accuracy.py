@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import uuid
 from collections.abc import Iterator
 
@@ -29,12 +30,14 @@ from core.auth import Principal, Role, issue_token, set_current_principal
 from core.bus import Bus
 from core.db import Database
 from core.errors import ResourceExhausted
-from core.geo import LatLng
+from core.geo import M_PER_DEG_LAT, LatLng
 from tests.helpers import async_wait_until
 from tests.integration.conftest import Platform
 from tests.integration.customer_support import (
     create_driver_and_order,
+    dispatch_sets_status,
     record_arrival,
+    record_fixes,
     record_prediction,
     sql,
 )
@@ -288,6 +291,90 @@ def test_a_recorded_delivery_scores_its_etas_in_the_metric_once(platform: Platfo
 
     grown = [_error_sample(*bound) - was for bound, was in zip(bounds, before, strict=True)]
     assert grown == [1, 1, 0, 1, 1, 0, 0]
+
+
+def _meters_east(where: LatLng, metres: float) -> LatLng:
+    return LatLng(
+        where.lat, where.lng + metres / (M_PER_DEG_LAT * math.cos(math.radians(where.lat)))
+    )
+
+
+def test_the_actual_arrival_is_when_the_driver_reached_the_drop_off(
+    platform: Platform, fleet: fleet_service_pb2_grpc.FleetServiceStub
+) -> None:
+    """The driver drove past the drop-off before the pickup, came back 6 minutes before the
+    hand-over and drove off before confirming it: ETAs are measured against that return, and
+    one shown after it is not counted. Another driver never came near the pin: its delivery
+    time stands."""
+    tag = uuid.uuid4().hex[:8]
+    tenant = f"tenant-eta-reach-{tag}"
+    came_back, away = f"drv-eta-r-{tag}", f"drv-eta-w-{tag}"
+    order_id, other_id = _order(platform, tenant, came_back), _order(platform, tenant, away)
+    dsn = platform.settings.database_url
+    dispatch_sets_status(dsn, order_id, common_pb2.ORDER_STATUS_ASSIGNED, came_back)
+    dispatch_sets_status(dsn, other_id, common_pb2.ORDER_STATUS_ASSIGNED, away)
+    minute = dt.timedelta(minutes=1)
+    _log_event(platform, order_id, common_pb2.ORDER_STATUS_PICKED_UP, T - 11 * minute)
+    near = _meters_east(SLIEMA, 30)  # inside the 75-m radius
+    outside = _meters_east(SLIEMA, 150)
+    record_fixes(
+        dsn,
+        came_back,
+        [
+            (T - 20 * minute, VALLETTA),
+            (T - 12 * minute, SLIEMA),  # on the way to the pickup
+            (T - 10 * minute, outside),
+            (T - 6 * minute, near),  # the arrival
+            (T - 5 * minute, SLIEMA),
+            (T - minute, outside),  # confirmed from the car
+        ],
+    )
+    record_fixes(dsn, away, [(T - 6 * minute, outside), (T - minute, outside)])
+    # Shown 15 min before the hand-over for 5 min before it: 1 min late against the arrival.
+    _predict(platform, order_id, came_back, before_s=900, error_s=300)
+    _predict(platform, order_id, came_back, before_s=180, error_s=0)  # after the arrival
+    _predict(platform, other_id, away, before_s=600, error_s=300)
+    delivered = [
+        dispatch_pb2.OrderEvent(
+            order_id=order, from_status=NEARBY, to_status=DELIVERED, at=_stamp(T)
+        )
+        for order in (order_id, other_id)
+    ]
+    before = _error_sample("300-900s")
+
+    async def follow() -> None:
+        bus, database = Bus(platform.settings), Database(platform.settings)
+        await bus.start()
+        await database.start()
+        try:
+            active = ActiveOrders(platform.settings, bus, database)
+            await OrderFollower(platform.settings, bus, database, active).handle(delivered)
+        finally:
+            await database.stop()
+            await bus.stop()
+
+    asyncio.run(follow())
+
+    reached = sql(
+        dsn,
+        "SELECT order_id, reached_at FROM eta_arrivals WHERE order_id = ANY($1)",
+        [order_id, other_id],
+    )
+    assert {r["order_id"]: r["reached_at"] for r in reached} == {
+        order_id: T - 6 * minute,
+        other_id: None,
+    }
+    mine = _ask(platform, fleet, tenant, came_back)
+    assert (mine.overall.predictions, mine.overall.deliveries, mine.deliveries_reached) == (1, 1, 1)
+    assert mine.overall.mean_error_s == pytest.approx(-60.0)
+    theirs = _ask(platform, fleet, tenant, away)
+    assert theirs.deliveries_reached == 0 and theirs.overall.mean_error_s == pytest.approx(300.0)
+    report = _ask(platform, fleet, tenant)
+    assert (report.overall.deliveries, report.deliveries_reached) == (2, 1)
+    assert [b.predictions for b in report.bands] == [0, 2, 0, 0, 0]  # 540 s and 600 s ahead
+    assert _error_sample("300-900s") - before == 2
+    view = sql(dsn, "SELECT error_s FROM eta_errors WHERE order_id = $1", order_id)
+    assert [float(r["error_s"]) for r in view] == [-60.0]
 
 
 def _log_event(platform: Platform, order_id: str, to_status: int, at: dt.datetime) -> None:

@@ -1,5 +1,5 @@
 // The header's ETA accuracy: the share of the ETAs customers were shown over the last 24 hours
-// that came within the platform's tolerance of the delivery (FleetService.GetEtaAccuracy),
+// that came within the platform's tolerance of the driver's arrival (FleetService.GetEtaAccuracy),
 // with the spread and the bias in its tooltip. A day, not a week: the report reads every ETA
 // of the range (a week of a busy tenant takes seconds, bench/results/eta_report.json).
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -32,9 +32,10 @@ export async function showEtaAccuracy(api: LastmileClients, target: HTMLElement)
     target.textContent = `${Math.round(overall.withinToleranceRatio * 100)} %`;
     target.title =
       `${overall.predictions} ETAs for ${overall.deliveries} deliveries in the last 24 hours:` +
-      ` within ${minutes(report.toleranceS)} of the delivery ${Math.round(overall.withinToleranceRatio * 100)} %,` +
+      ` within ${minutes(report.toleranceS)} of the arrival ${Math.round(overall.withinToleranceRatio * 100)} %,` +
       ` median off ${minutes(overall.medianAbsoluteErrorS)}, 90 % off at most ${minutes(overall.p90AbsoluteErrorS)},` +
-      ` on average ${bias}.`;
+      ` on average ${bias}. Arrivals seen from the drivers' positions: ${report.deliveriesReached} of` +
+      ` ${overall.deliveries} deliveries (the others count from the hand-over).`;
   } catch (error) {
     target.textContent = "–";
     target.title = describeError(error);

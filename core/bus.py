@@ -96,14 +96,14 @@ class Bus:
     ) -> str:
         """Append one event; returns its id once Redis has it."""
         entry_id = await self.redis.xadd(stream, dict(fields), maxlen=maxlen, approximate=True)
-        return _text(entry_id)
+        return as_text(entry_id)
 
     async def append_many(self, items: Sequence[tuple[str, Mapping[Any, Any]]]) -> list[str]:
         """Append several events in one round trip; ids in the same order."""
         pipe = self.redis.pipeline(transaction=False)
         for stream, fields in items:
             pipe.xadd(stream, dict(fields))
-        return [_text(i) for i in await pipe.execute()]
+        return [as_text(i) for i in await pipe.execute()]
 
     async def ensure_group(self, stream: str, group: str, start_id: str = "0") -> None:
         """Create a consumer group (and the stream) if missing."""
@@ -126,7 +126,7 @@ class Bus:
             group, consumer, {s: ">" for s in streams}, count=count, block=block_ms
         )
         return [
-            StreamEntry(_text(stream), _text(entry_id), fields)
+            StreamEntry(as_text(stream), as_text(entry_id), fields)
             for stream, entries in reply or []
             for entry_id, fields in entries
         ]
@@ -144,9 +144,9 @@ class Bus:
                 reply: Any = await self.redis.xautoclaim(
                     stream, group, consumer, min_idle_ms, start_id=start, count=1000
                 )
-                start = _text(reply[0])
+                start = as_text(reply[0])
                 # Entries trimmed from the stream come back without fields: nothing to redo.
-                claimed += [StreamEntry(stream, _text(i), f) for i, f in reply[1] if f]
+                claimed += [StreamEntry(stream, as_text(i), f) for i, f in reply[1] if f]
                 if start == "0-0":
                     break
         return claimed
@@ -168,7 +168,7 @@ class Bus:
         try:
             async for message in pubsub.listen():
                 if message["type"] == "message":
-                    yield _text(message["channel"]), bytes(message["data"])
+                    yield as_text(message["channel"]), bytes(message["data"])
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
@@ -177,8 +177,9 @@ async def newest_id(client: aioredis.Redis, stream: str) -> str:
     """The id of the stream's newest entry now ("0-0" when it has none): a reader that starts
     after it sees every entry appended from now on."""
     newest: Any = await client.xrevrange(stream, count=1)
-    return _text(newest[0][0]) if newest else "0-0"
+    return as_text(newest[0][0]) if newest else "0-0"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: Any) -> str:
+    """A Redis reply value as text (replies are bytes: clients do not decode)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

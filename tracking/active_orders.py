@@ -18,7 +18,7 @@ from typing import Any
 
 from lastmile.common.v1 import common_pb2
 
-from core.bus import Bus
+from core.bus import Bus, as_text
 from core.db import Database
 from core.geo import LatLng
 from core.settings import Settings
@@ -151,7 +151,7 @@ class ActiveOrders:
             rows = await conn.fetch(
                 "SELECT driver_id FROM orders WHERE order_id = ANY($1::text[])", list(order_ids)
             )
-        drivers = {r["driver_id"] for r in rows} | {_text(d) for d in cached if d}
+        drivers = {r["driver_id"] for r in rows} | {as_text(d) for d in cached if d}
         await self.invalidate(d for d in drivers if d)
 
     async def invalidate(self, driver_ids: Iterable[str]) -> None:
@@ -159,7 +159,3 @@ class ActiveOrders:
         keys = [cache_key(d) for d in set(driver_ids) if d]
         if keys:
             await self._bus.redis.delete(*keys)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

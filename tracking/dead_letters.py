@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import topics
-from core.bus import Bus, StreamEntry
+from core.bus import Bus, StreamEntry, as_text
 
 STREAM, ENTRY, ERROR = b"dead_stream", b"dead_entry", b"dead_error"
 _OWN = (STREAM, ENTRY, ERROR)
@@ -84,13 +84,10 @@ async def replay(bus: Bus) -> int:
 
 
 def _letter(dead_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
-    def text(value: bytes | str) -> str:
-        return value.decode(errors="replace") if isinstance(value, bytes) else value
-
     return DeadLetter(
-        dead_id=text(dead_id),
-        stream=text(fields.get(STREAM, b"")),
-        entry_id=text(fields.get(ENTRY, b"")),
-        error=text(fields.get(ERROR, b"")),
+        dead_id=as_text(dead_id),
+        stream=as_text(fields.get(STREAM, b"")),
+        entry_id=as_text(fields.get(ENTRY, b"")),
+        error=as_text(fields.get(ERROR, b"")),
         fields={k: v for k, v in fields.items() if k not in _OWN},
     )

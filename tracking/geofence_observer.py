@@ -29,7 +29,7 @@ from typing import Any
 from lastmile.tracking.v1 import tracking_pb2
 
 from core import topics
-from core.bus import Bus
+from core.bus import Bus, as_text
 from core.geo import M_PER_DEG_LAT
 from core.live_state_keys import geofence_state_key
 from core.settings import Settings
@@ -71,7 +71,7 @@ class GeofenceObserver:
         events: list[tuple[str, tracking_pb2.GeofenceEvent]] = []
         writes: list[tuple[str, dict[Any, Any], list[str]]] = []
         for update, raw in zip(updates, stored, strict=True):
-            states = {_text(k): Inside.decode(_text(v)) for k, v in raw.items()}
+            states = {as_text(k): Inside.decode(as_text(v)) for k, v in raw.items()}
             new_states, found = self._driver(update, states)
             events += found
             changed: dict[Any, Any] = {
@@ -180,7 +180,3 @@ def _event(fence: Fence, driver_id: str, fix: Fix, kind: int) -> tracking_pb2.Ge
     event.at.FromDatetime(fix.at)
     event.position.lat, event.position.lng = fix.position.lat, fix.position.lng
     return event
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -25,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import tracking_pb2
 
+from core.bus import as_text
 from core.geo import LatLng
 from core.live_state_keys import DRIVERS_GEO, FIELD_STATUS_AT, FIELD_TENANT, driver_key
 from core.redis_scripts import Script, execute, per_call
@@ -118,7 +119,7 @@ class LiveState:
             if not int(reply[0]):
                 states.append(None)
                 continue
-            status, order, stop, name, status_at = (_text(v) for v in reply[1:6])
+            status, order, stop, name, status_at = (as_text(v) for v in reply[1:6])
             state = tracking_pb2.DriverState(
                 driver_id=fix.driver_id,
                 name=name,
@@ -168,14 +169,14 @@ class LiveState:
         )
         if reply is None:
             return None
-        flat = [_text(v) for v in reply]
+        flat = [as_text(v) for v in reply]
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def tenant_of(raw: Mapping[Any, Any]) -> str:
     """The ``tenant`` field of a live-state hash (bytes or str keys), '' when absent."""
     value = raw.get(FIELD_TENANT.encode(), raw.get(FIELD_TENANT, b""))
-    return _text(value)
+    return as_text(value)
 
 
 def snapped_or_raw(fix: Fix) -> LatLng:
@@ -185,7 +186,7 @@ def snapped_or_raw(fix: Fix) -> LatLng:
 
 def decode_state(driver_id: str, raw: Mapping[Any, Any]) -> tracking_pb2.DriverState:
     """A DriverState from the hash (bytes or str keys); shows the snapped position if any."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {as_text(k): as_text(v) for k, v in raw.items()}
     state = tracking_pb2.DriverState(
         driver_id=driver_id,
         name=fields.get("name", ""),
@@ -210,10 +211,6 @@ def _timestamp_ms(ms: int) -> Timestamp:
     stamp = Timestamp()
     stamp.FromMilliseconds(ms)
     return stamp
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def utc_ms(ms: int) -> dt.datetime:

@@ -353,7 +353,3 @@ def _with_snap(fix: Fix, snapped: LatLng | None) -> Fix:
         snapped,
         fix.tenant_id,
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

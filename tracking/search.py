@@ -39,6 +39,7 @@ from lastmile.common.v1 import common_pb2
 from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 
 from core import live_state_keys as keys
+from core.bus import as_text
 from core.errors import InvalidArgument
 from core.geo import Bounds, LatLng, bounds_of, point_in_polygon, polygon_centroid
 from core.inputs import client_seconds, enum_values
@@ -370,13 +371,9 @@ def _candidate(row: list[Any]) -> Candidate:
         raise ValueError(f"search script returned {len(values)} values for {len(_STATE_FIELDS)}")
     # Fields 3 and 4 are the raw position (the script keeps only rows that have one).
     return Candidate(
-        _text(member), float(dist), LatLng(float(values[2]), float(values[3])), tuple(values)
+        as_text(member), float(dist), LatLng(float(values[2]), float(values[3])), tuple(values)
     )
 
 
 def _timed_matches(found: list[tuple[float, Candidate]]) -> list[fleet_service_pb2.DriverMatch]:
     return [candidate.match(seconds) for seconds, candidate in found]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

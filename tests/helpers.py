@@ -4,9 +4,12 @@ contracts."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from core.geo import M_PER_DEG_LAT, LatLng
 
 POLL_INTERVAL_S = 0.05
 # Bytes no message parses from: field 1, length-delimited, 5 bytes long, but only 2 follow.
@@ -75,3 +78,10 @@ def undefined_enum(number: int) -> Any:
     """``number`` as the value of an enum field that does not define it: protobuf accepts and
     sends it (open enums), the typed constructors do not let it through without this."""
     return number
+
+
+def east_of(where: LatLng, metres: float) -> LatLng:
+    """The point ``metres`` east of ``where`` (west when negative)."""
+    return LatLng(
+        where.lat, where.lng + metres / (M_PER_DEG_LAT * math.cos(math.radians(where.lat)))
+    )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 import uuid
 from collections.abc import Iterator
 
@@ -30,8 +29,8 @@ from core.auth import Principal, Role, issue_token, set_current_principal
 from core.bus import Bus
 from core.db import Database
 from core.errors import ResourceExhausted
-from core.geo import M_PER_DEG_LAT, LatLng
-from tests.helpers import async_wait_until
+from core.geo import LatLng
+from tests.helpers import async_wait_until, east_of
 from tests.integration.conftest import Platform
 from tests.integration.customer_support import (
     create_driver_and_order,
@@ -293,12 +292,6 @@ def test_a_recorded_delivery_scores_its_etas_in_the_metric_once(platform: Platfo
     assert grown == [1, 1, 0, 1, 1, 0, 0]
 
 
-def _meters_east(where: LatLng, metres: float) -> LatLng:
-    return LatLng(
-        where.lat, where.lng + metres / (M_PER_DEG_LAT * math.cos(math.radians(where.lat)))
-    )
-
-
 def test_the_actual_arrival_is_when_the_driver_reached_the_drop_off(
     platform: Platform, fleet: fleet_service_pb2_grpc.FleetServiceStub
 ) -> None:
@@ -315,8 +308,8 @@ def test_the_actual_arrival_is_when_the_driver_reached_the_drop_off(
     dispatch_sets_status(dsn, other_id, common_pb2.ORDER_STATUS_ASSIGNED, away)
     minute = dt.timedelta(minutes=1)
     _log_event(platform, order_id, common_pb2.ORDER_STATUS_PICKED_UP, T - 11 * minute)
-    near = _meters_east(SLIEMA, 30)  # inside the 75-m radius
-    outside = _meters_east(SLIEMA, 150)
+    near = east_of(SLIEMA, 30)  # inside the 75-m radius
+    outside = east_of(SLIEMA, 150)
     record_fixes(
         dsn,
         came_back,

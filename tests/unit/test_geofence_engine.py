@@ -3,7 +3,6 @@ minimum dwell."""
 
 from __future__ import annotations
 
-import math
 import random
 
 from google.protobuf.duration_pb2 import Duration
@@ -12,12 +11,12 @@ from lastmile.tracking.v1 import tracking_pb2
 
 from core.geo import LatLng
 from core.settings import Settings
+from tests.helpers import east_of
 from tracking.geofence_engine import DWELL, ENTER, EXIT, Inside, Margins, margins, step
 from tracking.geofences import Fence, fence_from_proto
 
 SETTINGS = Settings()
 CENTER = LatLng(35.8989, 14.5146)  # Valletta
-M_PER_DEG = 111_195.0
 
 
 def _fence(radius_m: float = 100.0, min_dwell_s: int = 60) -> Fence:
@@ -28,12 +27,6 @@ def _fence(radius_m: float = 100.0, min_dwell_s: int = 60) -> Fence:
         min_dwell=Duration(seconds=min_dwell_s),
     )
     return fence_from_proto(message, SETTINGS, "gf_test")
-
-
-def _east_of_center(metres: float) -> LatLng:
-    return LatLng(
-        CENTER.lat, CENTER.lng + metres / (M_PER_DEG * math.cos(math.radians(CENTER.lat)))
-    )
 
 
 def _run(fence: Fence, track: list[tuple[int, LatLng, float]]) -> list[tuple[int, int]]:
@@ -57,9 +50,9 @@ def _run(fence: Fence, track: list[tuple[int, LatLng, float]]) -> list[tuple[int
 def test_clean_pass_enters_dwells_and_exits_exactly_once() -> None:
     fence = _fence(radius_m=100.0, min_dwell_s=60)
     # Drive in from 300 m east, stop at the centre for two minutes, drive out west.
-    track = [(i * 1000, _east_of_center(300 - 10 * i), 5.0) for i in range(30)]
+    track = [(i * 1000, east_of(CENTER, 300 - 10 * i), 5.0) for i in range(30)]
     track += [(30_000 + i * 5000, CENTER, 5.0) for i in range(1, 25)]
-    track += [(150_000 + i * 1000, _east_of_center(-10 * i), 5.0) for i in range(1, 31)]
+    track += [(150_000 + i * 1000, east_of(CENTER, -10 * i), 5.0) for i in range(1, 31)]
     kinds = [kind for _, kind in _run(fence, track)]
     assert kinds == [ENTER, DWELL, EXIT]
 
@@ -68,16 +61,16 @@ def test_noisy_track_along_the_edge_does_not_flap() -> None:
     fence = _fence(radius_m=100.0, min_dwell_s=0)
     rng = random.Random(7)
     # Ten minutes hugging the boundary with +-8 m of GPS noise: never deep enough to enter.
-    track = [(i * 1000, _east_of_center(100 + rng.uniform(-8, 8)), 8.0) for i in range(600)]
+    track = [(i * 1000, east_of(CENTER, 100 + rng.uniform(-8, 8)), 8.0) for i in range(600)]
     assert _run(fence, track) == []
 
 
 def test_noise_after_entering_does_not_exit() -> None:
     fence = _fence(radius_m=100.0, min_dwell_s=0)
     rng = random.Random(11)
-    track = [(0, _east_of_center(50), 5.0)]  # clearly inside
+    track = [(0, east_of(CENTER, 50), 5.0)]  # clearly inside
     # Then wandering around the edge, up to 20 m outside: inside the exit margin (25 m).
-    track += [(i * 1000, _east_of_center(100 + rng.uniform(-20, 20)), 5.0) for i in range(1, 600)]
+    track += [(i * 1000, east_of(CENTER, 100 + rng.uniform(-20, 20)), 5.0) for i in range(1, 600)]
     assert [kind for _, kind in _run(fence, track)] == [ENTER]
 
 
@@ -92,7 +85,7 @@ def test_min_dwell_is_respected() -> None:
 def test_short_stay_gives_no_dwell() -> None:
     fence = _fence(radius_m=100.0, min_dwell_s=120)
     track = [(i * 10_000, CENTER, 5.0) for i in range(6)]  # 50 s inside
-    track += [(60_000 + i * 10_000, _east_of_center(200 + i), 5.0) for i in range(3)]
+    track += [(60_000 + i * 10_000, east_of(CENTER, 200 + i), 5.0) for i in range(3)]
     assert [kind for _, kind in _run(fence, track)] == [ENTER, EXIT]
 
 

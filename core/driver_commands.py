@@ -8,13 +8,11 @@ fan-out, not a queue); what a reconnecting app must know comes in ``Welcome``.
 
 from __future__ import annotations
 
-from google.protobuf.duration_pb2 import Duration
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
 
 from core import topics
 from core.bus import Bus
-from core.settings import Settings
 
 #: Statuses in which a driver is on a delivery: frequent fixes.
 ACTIVE_STATUSES = frozenset(
@@ -47,41 +45,23 @@ def mode_for_status(status: int) -> int:
     return driver_pb2.TRACKING_MODE_PASSIVE
 
 
-def tracking_config(settings: Settings, mode: int) -> driver_pb2.TrackingConfig:
-    """The capture and upload intervals of ``mode``, from settings."""
-    active = mode == driver_pb2.TRACKING_MODE_ACTIVE
-    capture = settings.active_capture_interval_s if active else settings.passive_capture_interval_s
-    upload = settings.active_upload_interval_s if active else settings.passive_upload_interval_s
-    config = driver_pb2.TrackingConfig(
-        mode=driver_pb2.TRACKING_MODE_ACTIVE if active else driver_pb2.TRACKING_MODE_PASSIVE,
-        min_distance_m=settings.tracking_min_distance_m,
-        max_batch_size=settings.ingest_max_batch_size,
-    )
-    config.capture_interval.CopyFrom(_duration(capture))
-    config.upload_interval.CopyFrom(_duration(upload))
-    return config
-
-
 def tracking_mode_key(driver_id: str) -> str:
     """Redis key of the driver's current tracking mode (read by the gateway for Welcome)."""
     return f"lastmile:driver:{driver_id}:tracking-mode"
 
 
-async def send_tracking_config(bus: Bus, settings: Settings, driver_id: str, mode: int) -> bool:
+async def send_tracking_config(bus: Bus, driver_id: str, mode: int) -> bool:
     """Switch the driver's app to ``mode`` (ACTIVE or PASSIVE) if it is not in it already.
 
-    The mode is remembered in Redis so that a reconnecting app gets it in Welcome; returns
-    whether it changed (and a command was pushed).
+    The command names the mode only: the gateway holding the stream fills in the intervals of
+    the driver's tenant (core.tracking_intervals). The mode is remembered in Redis so that a
+    reconnecting app gets it in Welcome; returns whether it changed (and a command was pushed).
     """
     previous = await bus.redis.getset(tracking_mode_key(driver_id), str(mode))
     if previous is not None and int(previous) == mode:
         return False
-    command = driver_service_pb2.ConnectResponse(tracking_config=tracking_config(settings, mode))
+    command = driver_service_pb2.ConnectResponse(
+        tracking_config=driver_pb2.TrackingConfig(mode=mode)  # type: ignore[arg-type]
+    )
     await send_command(bus, driver_id, command)
     return True
-
-
-def _duration(seconds: float) -> Duration:
-    duration = Duration()
-    duration.FromNanoseconds(round(seconds * 1e9))
-    return duration

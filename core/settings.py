@@ -147,6 +147,11 @@ class Settings:
     active_upload_interval_s: float = _doc("Upload interval while on a delivery.", 5.0)
     passive_capture_interval_s: float = _doc("Capture interval while idle.", 30.0)
     passive_upload_interval_s: float = _doc("Upload interval while idle.", 120.0)
+    tracking_intervals_refresh_s: float = _doc(
+        "How often a gateway re-reads its drivers' tenants' tracking intervals (catches a"
+        " change whose announcement it missed).",
+        30.0,
+    )
     tracking_min_distance_m: float = _doc("Fixes closer than this to the last may be skipped.", 5.0)
     processor_read_count: int = _doc("Most stream entries the processor reads per round.", 1000)
     ping_dead_letters_max: int = _doc(

@@ -66,6 +66,10 @@ def order_channel(order_id: str) -> str:
 #: re-checks the links of that order's open Track streams at once). Payload: the order id.
 TRACKING_LINKS = "lastmile:tracking-links"
 
+#: Tenants whose tracking intervals changed (tracking's FleetService -> every gateway, which
+#: re-sends the config to that tenant's connected apps). Payload: the tenant id.
+TRACKING_INTERVALS = "lastmile:tracking-intervals"
+
 
 def fleet_channel(tenant_id: str) -> str:
     """Driver state changes of one tenant's drivers, for its dispatchers' views (payload:

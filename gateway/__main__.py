@@ -11,15 +11,19 @@ from core.settings import Settings
 from gateway.commands import CommandRouter
 from gateway.ingest import Enqueuer
 from gateway.service import GatewayComponent
+from gateway.tracking_configs import TrackingConfigs
 
 
 async def build(settings: Settings) -> Sequence[Component]:
-    """Storage first (PostgreSQL for the ownership checks of order events, Redis for the ingest
-    queue), then the enqueuer and command router, then the servicer."""
+    """Storage first (PostgreSQL for the ownership checks of order events and the tenants'
+    tracking intervals, Redis for the ingest queue), then the enqueuer, command router and
+    tracking configs, then the servicer."""
     database, bus = Database(settings), Bus(settings)
     enqueuer = Enqueuer(bus, settings)
     router = CommandRouter(bus)
-    return [database, bus, enqueuer, router, GatewayComponent(settings, enqueuer, router, database)]
+    configs = TrackingConfigs(settings, bus, database)
+    gateway = GatewayComponent(settings, enqueuer, router, database, configs)
+    return [database, bus, enqueuer, router, configs, gateway]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ Protocol of ``Connect`` (see driver_service.proto):
   config of the driver's current mode, and the driver's current route version when the app
   has not acknowledged it (mirrored by dispatch in Redis, core.route_plans): a RouteUpdate
   missed while disconnected arrives this way. Later versions come as RouteUpdate commands.
+* The tracking config carries the intervals of the driver's tenant (gateway.tracking_configs):
+  a mode switch published by tracking names the mode only and is completed here, and when the
+  tenant's intervals change every open stream of the tenant gets the config of its mode.
 * Then one Ack or Reject per event, in order:
   - seq must increase along one stream; a seq at or below an earlier one of the same stream
     is refused (FAILED_PRECONDITION) as going backwards;
@@ -47,7 +50,7 @@ from prometheus_client import Counter
 from core import auth, metrics, topics
 from core.auth import Principal, Role
 from core.db import Database
-from core.driver_commands import tracking_config, tracking_mode_key
+from core.driver_commands import tracking_mode_key
 from core.errors import (
     FailedPrecondition,
     PermissionDenied,
@@ -61,12 +64,15 @@ from gateway import ownership, validation
 from gateway.commands import CommandRouter
 from gateway.ingest import Enqueuer
 from gateway.streams import StreamRegistry
+from gateway.tracking_configs import TrackingConfigs
 
 log = logging.getLogger(__name__)
 
 FULL_NAME = driver_service_pb2.DESCRIPTOR.services_by_name["DriverGatewayService"].full_name
 Response = driver_service_pb2.ConnectResponse
 _END = object()
+# Queued for a stream when its tenant's tracking intervals changed.
+_RECONFIGURE = object()
 # google.rpc.Code of a Reject for an event over the driver's rate.
 RESOURCE_EXHAUSTED = 8
 REJECTS = Counter(
@@ -94,12 +100,18 @@ class DriverGateway(driver_service_pb2_grpc.DriverGatewayServiceServicer):
     """Validates and enqueues driver events, pushes commands down."""
 
     def __init__(
-        self, settings: Settings, enqueuer: Enqueuer, router: CommandRouter, database: Database
+        self,
+        settings: Settings,
+        enqueuer: Enqueuer,
+        router: CommandRouter,
+        database: Database,
+        configs: TrackingConfigs,
     ) -> None:
         self._settings = settings
         self._enqueuer = enqueuer
         self._router = router
         self._database = database
+        self._configs = configs
         self._streams = StreamRegistry(settings.gateway_max_streams_per_driver)
         self._rate = KeyedRateLimiter(
             settings.gateway_driver_rate_per_s,
@@ -127,35 +139,54 @@ class DriverGateway(driver_service_pb2_grpc.DriverGatewayServiceServicer):
             return
         if first.WhichOneof("event") != "hello" or first.seq != 0:
             raise FailedPrecondition("the first message must be Hello with seq 0")
-        yield await self._welcome(driver_id)
         out: asyncio.Queue[Any] = asyncio.Queue()
-        unregister = self._streams.open(driver_id, out.put_nowait)
-        detach = self._router.attach(driver_id, out.put_nowait)
-        reader = asyncio.create_task(self._read(principal, requests, out))
+        # Watching before Welcome reads the intervals: a change in between is sent after it.
+        unwatch = self._configs.watch(principal.tenant_id, lambda: out.put_nowait(_RECONFIGURE))
         try:
-            while True:
-                item = await out.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield Response.FromString(item) if isinstance(item, bytes) else item
+            welcome = await self._welcome(principal)
+            yield welcome
+            mode = welcome.welcome.tracking_config.mode
+            unregister = self._streams.open(driver_id, out.put_nowait)
+            detach = self._router.attach(driver_id, out.put_nowait)
+            reader = asyncio.create_task(self._read(principal, requests, out))
+            try:
+                while True:
+                    item = await out.get()
+                    if item is _END:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+                    if item is _RECONFIGURE:
+                        item = Response(
+                            tracking_config=await self._configs.config(principal.tenant_id, mode)
+                        )
+                    elif isinstance(item, bytes):
+                        item = Response.FromString(item)
+                    if item.WhichOneof("command") == "tracking_config":
+                        # A mode switch names the mode; the intervals are the tenant's.
+                        mode = item.tracking_config.mode
+                        item.tracking_config.CopyFrom(
+                            await self._configs.config(principal.tenant_id, mode)
+                        )
+                    yield item
+            finally:
+                unregister()
+                detach()
+                reader.cancel()
         finally:
-            unregister()
-            detach()
-            reader.cancel()
+            unwatch()
 
-    async def _welcome(self, driver_id: str) -> Response:
+    async def _welcome(self, principal: Principal) -> Response:
+        driver_id = principal.subject
         try:
             last, mode, route = await self._enqueuer.peek(driver_id, tracking_mode_key(driver_id))
         except Exception as exc:
             raise Unavailable("event queue unavailable, reconnect with backoff") from exc
+        config = await self._configs.config(
+            principal.tenant_id, mode if mode is not None else driver_pb2.TRACKING_MODE_PASSIVE
+        )
         welcome = driver_pb2.Welcome(
-            driver_id=driver_id,
-            last_acked_seq=last,
-            tracking_config=tracking_config(
-                self._settings, mode if mode is not None else driver_pb2.TRACKING_MODE_PASSIVE
-            ),
+            driver_id=driver_id, last_acked_seq=last, tracking_config=config
         )
         if route is not None:  # a version pushed while the app was away, or not acknowledged
             welcome.route.CopyFrom(route)
@@ -248,9 +279,14 @@ class GatewayComponent:
     service_names = (FULL_NAME,)
 
     def __init__(
-        self, settings: Settings, enqueuer: Enqueuer, router: CommandRouter, database: Database
+        self,
+        settings: Settings,
+        enqueuer: Enqueuer,
+        router: CommandRouter,
+        database: Database,
+        configs: TrackingConfigs,
     ) -> None:
-        self.servicer = DriverGateway(settings, enqueuer, router, database)
+        self.servicer = DriverGateway(settings, enqueuer, router, database, configs)
 
     def register(self, server: aio.Server) -> None:
         """Add the servicer to the server."""

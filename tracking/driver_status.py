@@ -52,7 +52,6 @@ class DriverStatusConsumer(GroupConsumer):
             claim_idle_ms=settings.order_consumer_claim_idle_ms,
             retry_s=RETRY_S,
         )
-        self._settings = settings
 
     async def handle(self, entry: StreamEntry) -> None:
         """Apply one status change or stop event (other driver events are dispatch's)."""
@@ -72,7 +71,7 @@ class DriverStatusConsumer(GroupConsumer):
             )
             if after is not None:
                 mode = mode_for_status(status)
-                await send_tracking_config(self._bus, self._settings, driver, mode)
+                await send_tracking_config(self._bus, driver, mode)
         elif kind == "stop":
             after = await live.change(
                 driver,

@@ -1,17 +1,19 @@
-"""FleetService search, geofence and watch RPCs: the handlers' logic, called by the Fleet
-servicer in tracking/service.py (which only delegates here).
+"""FleetService search, geofence, watch and tracking-interval RPCs: the handlers' logic, called
+by the Fleet servicer in tracking/service.py (which only delegates here).
 
 Every RPC needs a dispatcher or service token (UNAUTHENTICATED without one) and sees only the
-caller's tenant: its geofences, its drivers (search, fleet watch) and the geofence events of
-its fences. Another tenant's driver or fence looks exactly like one that does not exist.
+caller's tenant: its geofences, its drivers (search, fleet watch), the geofence events of its
+fences, its tracking intervals. Another tenant's driver or fence looks exactly like one that
+does not exist.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from lastmile.tracking.v1 import fleet_service_pb2
+from lastmile.tracking.v1 import fleet_service_pb2, tracking_pb2
 
+from core import topics, tracking_intervals
 from core.auth import Principal, Role, require
 from core.bus import Bus
 from core.db import Database
@@ -43,6 +45,7 @@ class FleetHandlers:
         self._pool = RoadPool(roads, settings.road_workers)
         self._search: DriverSearch | None = None
         self.store = GeofenceStore(database, bus, settings)
+        self._intervals = tracking_intervals.IntervalStore(database)
 
     def register(self, server: object) -> None:
         """No servicer of its own."""
@@ -72,6 +75,31 @@ class FleetHandlers:
         caller = _caller()
         assert self._search is not None
         return await self._search.search(request, caller.tenant_id)
+
+    async def get_tracking_intervals(
+        self, request: fleet_service_pb2.GetTrackingIntervalsRequest
+    ) -> fleet_service_pb2.GetTrackingIntervalsResponse:
+        """The caller's tenant's intervals in force."""
+        caller = _caller()
+        stored = (await self._intervals.load([caller.tenant_id])).get(caller.tenant_id)
+        return fleet_service_pb2.GetTrackingIntervalsResponse(intervals=self._view(stored))
+
+    async def update_tracking_intervals(
+        self, request: fleet_service_pb2.UpdateTrackingIntervalsRequest
+    ) -> fleet_service_pb2.UpdateTrackingIntervalsResponse:
+        """Check and store the tenant's intervals, then announce them to the gateways."""
+        caller = _caller()
+        wanted = tracking_intervals.overrides_from_proto(request.intervals)
+        tracking_intervals.check(
+            tracking_intervals.effective(wanted, self._settings), self._settings
+        )
+        stored = await self._intervals.save(caller.tenant_id, wanted)
+        await self._bus.publish(topics.TRACKING_INTERVALS, caller.tenant_id.encode())
+        return fleet_service_pb2.UpdateTrackingIntervalsResponse(intervals=self._view(stored))
+
+    def _view(self, stored: tracking_intervals.Overrides | None) -> tracking_pb2.TrackingIntervals:
+        in_force = tracking_intervals.effective(stored, self._settings)
+        return tracking_intervals.to_proto(in_force, stored.updated_at if stored else None)
 
     async def create_geofence(
         self, request: fleet_service_pb2.CreateGeofenceRequest

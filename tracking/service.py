@@ -43,7 +43,7 @@ class Tracking(tracking_service_pb2_grpc.TrackingServiceServicer):
 
 
 class Fleet(fleet_service_pb2_grpc.FleetServiceServicer):
-    """Fleet view, driver search, geofences, driver paths, ETA accuracy."""
+    """Fleet view, driver search, geofences, driver paths, ETA accuracy, tracking intervals."""
 
     #: Live state and path handlers (tracking/fleet_state.py), set by ``components``.
     state_handlers: FleetStateHandlers | None = None
@@ -83,6 +83,18 @@ class Fleet(fleet_service_pb2_grpc.FleetServiceServicer):
     ) -> fleet_service_pb2.SearchDriversResponse:
         """Drivers inside a circle, rectangle, polygon or isochrone, nearest first."""
         return await self._fleet().search_drivers(request)
+
+    async def GetTrackingIntervals(
+        self, request: fleet_service_pb2.GetTrackingIntervalsRequest, context: Any
+    ) -> fleet_service_pb2.GetTrackingIntervalsResponse:
+        """The tenant's capture and upload intervals in force."""
+        return await self._fleet().get_tracking_intervals(request)
+
+    async def UpdateTrackingIntervals(
+        self, request: fleet_service_pb2.UpdateTrackingIntervalsRequest, context: Any
+    ) -> fleet_service_pb2.UpdateTrackingIntervalsResponse:
+        """Set the tenant's intervals; connected apps get them within seconds."""
+        return await self._fleet().update_tracking_intervals(request)
 
     async def CreateGeofence(
         self, request: fleet_service_pb2.CreateGeofenceRequest, context: Any

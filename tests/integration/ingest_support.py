@@ -25,9 +25,11 @@ Response = driver_service_pb2.ConnectResponse
 _CLOSE = object()
 
 
-def token(settings: Settings, subject: str, role: Role = Role.DRIVER) -> str:
+def token(
+    settings: Settings, subject: str, role: Role = Role.DRIVER, tenant_id: str = "tenant-test"
+) -> str:
     """A signed token of the test platform."""
-    return issue_token(settings, subject, role, "tenant-test")
+    return issue_token(settings, subject, role, tenant_id)
 
 
 class DriverApp:

@@ -19,7 +19,7 @@ import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 from lastmile.common.v1 import common_pb2
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2
-from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc
+from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc, tracking_pb2
 
 from core import topics
 from core.auth import Role
@@ -403,6 +403,121 @@ def test_commands_and_tracking_mode_reach_the_stream(ingest: Ingest, driver_id: 
     assert again.hello().tracking_config.mode == driver_pb2.TRACKING_MODE_ACTIVE
     again.close()
     client.close()
+
+
+def _seconds(duration: Any) -> float:
+    return float(duration.ToTimedelta().total_seconds())
+
+
+def _intervals(**seconds: float) -> tracking_pb2.TrackingIntervals:
+    message = tracking_pb2.TrackingIntervals()
+    for name, value in seconds.items():
+        getattr(message, f"{name}_interval").FromTimedelta(dt.timedelta(seconds=value))
+    return message
+
+
+def test_tracking_intervals_change_at_run_time(ingest: Ingest, driver_id: str) -> None:
+    """A tenant's new intervals reach its connected app at once, in the app's mode, and every
+    later config (mode switch, Welcome); another tenant keeps the defaults."""
+    settings = ingest.settings
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    app = DriverApp(ingest.gateway_address, token(settings, driver_id, tenant_id=tenant))
+    welcome = app.hello()
+    assert _seconds(welcome.tracking_config.capture_interval) == settings.passive_capture_interval_s
+    channel = grpc.insecure_channel(ingest.tracking_address)
+    fleet = fleet_service_pb2_grpc.FleetServiceStub(channel)
+    md = (("authorization", f"Bearer {token(settings, 'ops-1', Role.DISPATCHER, tenant)}"),)
+    before = fleet.GetTrackingIntervals(
+        fleet_service_pb2.GetTrackingIntervalsRequest(), metadata=md
+    )
+    assert not before.intervals.HasField("update_time")
+    assert _seconds(before.intervals.active_upload_interval) == settings.active_upload_interval_s
+
+    wanted = _intervals(active_capture=2, active_upload=10, passive_capture=60, passive_upload=300)
+    updated = fleet.UpdateTrackingIntervals(
+        fleet_service_pb2.UpdateTrackingIntervalsRequest(intervals=wanted), metadata=md
+    )
+    assert updated.intervals.HasField("update_time")
+    assert _seconds(updated.intervals.passive_upload_interval) == 300
+    pushed = app.recv().tracking_config  # the app is idle: the passive pair
+    assert pushed.mode == driver_pb2.TRACKING_MODE_PASSIVE
+    assert (_seconds(pushed.capture_interval), _seconds(pushed.upload_interval)) == (60, 300)
+    assert pushed.max_batch_size == settings.ingest_max_batch_size
+
+    status = Request(
+        seq=1, status=driver_pb2.StatusChange(status=common_pb2.DRIVER_STATUS_DELIVERING)
+    )
+    assert app.send_and_wait(status).ack.seq == 1
+    active = app.recv().tracking_config
+    assert active.mode == driver_pb2.TRACKING_MODE_ACTIVE
+    assert (_seconds(active.capture_interval), _seconds(active.upload_interval)) == (2, 10)
+    app.close()
+    again = DriverApp(ingest.gateway_address, token(settings, driver_id, tenant_id=tenant))
+    config = again.hello().tracking_config
+    assert config.mode == driver_pb2.TRACKING_MODE_ACTIVE
+    assert (_seconds(config.capture_interval), _seconds(config.upload_interval)) == (2, 10)
+
+    # Another tenant's drivers and reads are untouched.
+    other = _connect(ingest, f"drv-{uuid.uuid4().hex[:10]}")
+    default = other.hello().tracking_config
+    assert _seconds(default.upload_interval) == settings.passive_upload_interval_s
+    other.close()
+
+    # Unset intervals take the defaults again: an empty update resets all four.
+    fleet.UpdateTrackingIntervals(fleet_service_pb2.UpdateTrackingIntervalsRequest(), metadata=md)
+    reset = again.recv().tracking_config
+    assert reset.mode == driver_pb2.TRACKING_MODE_ACTIVE
+    assert _seconds(reset.upload_interval) == settings.active_upload_interval_s
+    again.close()
+    channel.close()
+
+
+@pytest.mark.parametrize(
+    ("intervals", "named"),
+    [
+        (_intervals(active_capture=0.5), "active_capture_interval"),
+        (_intervals(passive_capture=7200, passive_upload=7200), "passive_capture_interval"),
+        (_intervals(passive_capture=60, passive_upload=30), "passive_upload_interval"),
+        (_intervals(active_capture=1, active_upload=500), "the gateway takes at most"),
+        (_intervals(active_upload=3601), "active_upload_interval"),
+    ],
+)
+def test_bad_tracking_intervals_are_refused_and_change_nothing(
+    ingest: Ingest, intervals: tracking_pb2.TrackingIntervals, named: str
+) -> None:
+    settings = ingest.settings
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    md = (("authorization", f"Bearer {token(settings, 'ops-1', Role.DISPATCHER, tenant)}"),)
+    good = _intervals(passive_capture=45)
+    with grpc.insecure_channel(ingest.tracking_address) as channel:
+        fleet = fleet_service_pb2_grpc.FleetServiceStub(channel)
+        fleet.UpdateTrackingIntervals(
+            fleet_service_pb2.UpdateTrackingIntervalsRequest(intervals=good), metadata=md
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            fleet.UpdateTrackingIntervals(
+                fleet_service_pb2.UpdateTrackingIntervalsRequest(intervals=intervals), metadata=md
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert named in str(caught.value.details())
+        kept = fleet.GetTrackingIntervals(
+            fleet_service_pb2.GetTrackingIntervalsRequest(), metadata=md
+        )
+    assert _seconds(kept.intervals.passive_capture_interval) == 45
+
+
+def test_a_negative_interval_is_refused(ingest: Ingest) -> None:
+    negative = tracking_pb2.TrackingIntervals()
+    negative.active_capture_interval.seconds = -5
+    channel, fleet, md = _fleet(ingest)
+    with channel, pytest.raises(grpc.RpcError) as caught:
+        fleet.UpdateTrackingIntervals(
+            fleet_service_pb2.UpdateTrackingIntervalsRequest(intervals=negative), metadata=md
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "intervals.active_capture_interval must be a positive duration" in str(
+        caught.value.details()
+    )
 
 
 def test_path_longer_than_a_day_is_invalid(ingest: Ingest, driver_id: str) -> None:

@@ -167,7 +167,13 @@ class IntervalStore:
         return {row["tenant_id"]: _overrides(row) for row in rows}
 
     async def save(self, tenant_id: str, overrides: Overrides) -> Overrides:
-        """Replace the tenant's overrides; returns them with their update time."""
+        """Replace the tenant's overrides; returns them with their update time. None at all:
+        the tenant is back on the defaults, as if it had never set any."""
+        if all(getattr(overrides, f"{name}_s") is None for name in NAMES):
+            await self._database.pool.execute(
+                "DELETE FROM tracking_intervals WHERE tenant_id = $1", tenant_id
+            )
+            return Overrides()
         row = await self._database.pool.fetchrow(
             "INSERT INTO tracking_intervals (tenant_id, active_capture_s, active_upload_s,"
             " passive_capture_s, passive_upload_s, updated_at) VALUES ($1, $2, $3, $4, $5, now())"

@@ -160,14 +160,14 @@ class DriverGateway(driver_service_pb2_grpc.DriverGatewayServiceServicer):
                         item = Response(
                             tracking_config=await self._configs.config(principal.tenant_id, mode)
                         )
-                    elif isinstance(item, bytes):
+                    elif isinstance(item, bytes):  # a command from the bus
                         item = Response.FromString(item)
-                    if item.WhichOneof("command") == "tracking_config":
-                        # A mode switch names the mode; the intervals are the tenant's.
-                        mode = item.tracking_config.mode
-                        item.tracking_config.CopyFrom(
-                            await self._configs.config(principal.tenant_id, mode)
-                        )
+                        if item.WhichOneof("command") == "tracking_config":
+                            # A mode switch names the mode; the intervals are the tenant's.
+                            mode = item.tracking_config.mode
+                            item.tracking_config.CopyFrom(
+                                await self._configs.config(principal.tenant_id, mode)
+                            )
                     yield item
             finally:
                 unregister()

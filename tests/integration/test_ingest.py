@@ -464,7 +464,10 @@ def test_tracking_intervals_change_at_run_time(ingest: Ingest, driver_id: str) -
     other.close()
 
     # Unset intervals take the defaults again: an empty update resets all four.
-    fleet.UpdateTrackingIntervals(fleet_service_pb2.UpdateTrackingIntervalsRequest(), metadata=md)
+    reset_view = fleet.UpdateTrackingIntervals(
+        fleet_service_pb2.UpdateTrackingIntervalsRequest(), metadata=md
+    )
+    assert not reset_view.intervals.HasField("update_time")
     reset = again.recv().tracking_config
     assert reset.mode == driver_pb2.TRACKING_MODE_ACTIVE
     assert _seconds(reset.upload_interval) == settings.active_upload_interval_s

@@ -1,6 +1,6 @@
 // Dispatcher dashboard: /dashboard/#token=<dispatcher token>. The whole fleet live, origins,
 // one driver's orders and route, the order list with reassignment, area search, live feed,
-// the day's ETA accuracy.
+// the day's ETA accuracy, the tenant's tracking intervals.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import type { LastmileClients } from "../../src/client.js";
@@ -13,6 +13,7 @@ import { showEtaAccuracy } from "./eta.js";
 import { LiveFeed } from "./feed.js";
 import { FleetLayer } from "./fleet.js";
 import { OrderPanel, orderRow } from "./orders.js";
+import { TrackingPanel } from "./tracking.js";
 import "./style.css";
 
 const REFRESH_MS = 30_000;
@@ -172,6 +173,7 @@ function start(): void {
   setInterval(() => void orders.refresh(), REFRESH_MS);
   void showEtaAccuracy(api, el("eta-accuracy"));
   setInterval(() => void showEtaAccuracy(api, el("eta-accuracy")), ETA_ACCURACY_REFRESH_MS);
+  void new TrackingPanel(api, el("tracking"), el("tracking-result")).load();
   showOrigins(api, map).catch((error: unknown) => setConnection(`Origins: ${describeError(error)}`));
 }
 

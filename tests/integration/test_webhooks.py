@@ -120,6 +120,15 @@ def test_events_arrive_signed_and_in_order_per_order(
     )
     driver_event(r, driver_id, 3, ConnectRequest(seq=3, stop=arrived))
     wait_until(lambda: _status(client, first, common_pb2.ORDER_STATUS_NEARBY), 10)
+    # The proof goes straight onto its stream, while NEARBY reaches the order-event stream
+    # through the outbox relay: once the status is stored, the relay may still be behind (a
+    # busy box), and the proof would then come first. In the product a proof follows the
+    # arrival by the seconds a photo, its upload and the confirmation take.
+    wait_until(
+        lambda: "order.nearby" in types_by_order(receiver.received(f"all-{tag}")).get(first, []),
+        30,
+        what="order.nearby sent",
+    )
     append_proof(r, client.tenant, first, driver_id, f"prf-{tag}")
     wait_until(lambda: _status(client, first, common_pb2.ORDER_STATUS_DELIVERED), 10)
     second = client.create().order.order_id

@@ -22,25 +22,19 @@ import json
 import os
 import platform
 import random
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from grpc import aio
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2, driver_service_pb2_grpc
 
+from bench.servers import own_servers
 from core.auth import Role, issue_token
 from core.settings import PROJECT_ROOT, Settings
-from ops.graph import build_graph
-from ops.servers import PostgresServer, RedisServer
-from ops.servers.process import free_port
 from ops.stack import service_process, start_service
 
 RESULTS = PROJECT_ROOT / "bench" / "results" / "ingest.json"
-GRAPH_CACHE = PROJECT_ROOT / ".lastmile" / "test-cache" / "graph"
 CHANNELS = 8
 Request = driver_service_pb2.ConnectRequest
 
@@ -167,46 +161,29 @@ def main() -> None:
     parser.add_argument("--batches", default="1,10")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="lastmile-bench-"))
-    base.chmod(0o755)  # PostgreSQL runs as its own user
-    postgres = PostgresServer(base / "pg" / "data", free_port())
-    redis_server = RedisServer(base / "redis", free_port())
     processes = []
-    try:
-        postgres.start()
-        redis_server.start()
-        graph = build_graph(PROJECT_ROOT / "maps" / "malta.osm.pbf", GRAPH_CACHE)
-        settings = Settings.from_env({}).replace(
-            gateway_port=free_port(),
-            tracking_port=free_port(),
-            metrics_port=0,
-            data_dir=base,
-            database_url=postgres.dsn,
-            redis_url=redis_server.url,
-            graph_dir=graph.parent,
-            log_level="WARNING",
-            # Streams send as fast as acks come on purpose: the per-driver rate limit would
-            # measure itself.
-            gateway_driver_rate_per_s=1e6,
-            gateway_driver_burst=1_000_000,
+    with own_servers("lastmile-bench-ingest-") as servers:
+        # Streams send as fast as acks come on purpose: the per-driver rate limit would
+        # measure itself.
+        settings = servers.settings.replace(
+            gateway_driver_rate_per_s=1e6, gateway_driver_burst=1_000_000
         )
-        for name in ("tracking", "gateway"):
-            process = service_process(name, settings, base / "logs")
-            start_service(process, f"{settings.host}:{settings.port_of(name)}")
-            processes.append(process)
-        phases = asyncio.run(bench(args, settings))
-        for name in ("gateway", "tracking"):
-            text = (base / "logs" / f"{name}.log").read_text(errors="replace")
-            print(f"--- {name} log: {text.count('unhandled error')} unhandled errors")
-            index = text.find("unhandled error")
-            if index >= 0:
-                print(text[index : index + 3000])
-    finally:
-        for process in reversed(processes):
-            process.stop(grace=10.0)
-        redis_server.stop()
-        postgres.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        logs = servers.base / "logs"
+        try:
+            for name in ("tracking", "gateway"):
+                process = service_process(name, settings, logs)
+                start_service(process, f"{settings.host}:{settings.port_of(name)}")
+                processes.append(process)
+            phases = asyncio.run(bench(args, settings))
+            for name in ("gateway", "tracking"):
+                text = (logs / f"{name}.log").read_text(errors="replace")
+                print(f"--- {name} log: {text.count('unhandled error')} unhandled errors")
+                index = text.find("unhandled error")
+                if index >= 0:
+                    print(text[index : index + 3000])
+        finally:
+            for process in reversed(processes):
+                process.stop(grace=10.0)
     report = {
         "benchmark": "ingest",
         "machine": machine(),

@@ -54,7 +54,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -64,16 +63,15 @@ from simulator.load import LoadPlan, Phase, merge, raise_fd_limit, run_worker, s
 
 from bench.cpu_use import CpuMeter
 from bench.ingest import history_count, machine
+from bench.servers import own_servers
 from bench.tracking_fleet import TENANT, backlog, seed
 from bench.tracking_report import markdown, peak_rss_mb, percentiles, timeline
 from core.settings import PROJECT_ROOT, Settings
-from ops.graph import build_graph
-from ops.servers import ManagedProcess, PostgresServer, RedisServer
+from ops.servers import ManagedProcess
 from ops.servers.process import free_port
 from ops.stack import service_process, start_service
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
-GRAPH_CACHE = PROJECT_ROOT / ".lastmile" / "test-cache" / "graph"
 # The load's drivers drive the roads of a circle in the middle of the orders' area.
 DRIVE_CENTER = (35.8925, 14.4875)
 DRIVE_RADIUS_M = 1500.0
@@ -334,70 +332,55 @@ def main() -> None:
     parser.add_argument("--output", default="tracking", help="results name in bench/results/")
     args = parser.parse_args()
     fd_limit = raise_fd_limit()  # inherited by the servers started below
-    base = Path(tempfile.mkdtemp(prefix="lastmile-bench-tracking-"))
-    base.chmod(0o755)  # PostgreSQL runs as its own user
-    postgres = PostgresServer(base / "pg" / "data", free_port())
-    redis_server = RedisServer(base / "redis", free_port())
     processes: list[ManagedProcess] = []
     phases: list[dict[str, Any]] = []
     memory: dict[str, float | None] = {}
     bench: Bench | None = None
-    try:
-        postgres.start()
-        redis_server.start()
-        graph = build_graph(PROJECT_ROOT / "maps" / "malta.osm.pbf", GRAPH_CACHE)
-        settings = Settings.from_env({}).replace(
-            gateway_port=free_port(),
-            metrics_port=0,
-            data_dir=base,
-            database_url=postgres.dsn,
-            redis_url=redis_server.url,
-            graph_dir=graph.parent,
-            log_level="WARNING",
+    with own_servers("lastmile-bench-tracking-") as servers:
+        base, postgres, redis_server = servers.base, servers.postgres, servers.redis
+        settings = servers.settings.replace(
             db_pool_max=8,
             # Flood phases send back to back on purpose: the guard would measure itself.
             gateway_driver_rate_per_s=1e6,
             gateway_driver_burst=1_000_000,
         )
-        road_graph(settings, None)  # the load's own road graph, built before its processes
-        processes, trackers = start_services(args, settings, base / "logs")
-        sending = [p for p in args.phases.split(",") if p != "hold"]
-        count = max(
-            args.hold,
-            sum(args.flood_drivers if p.startswith("flood") else args.rate for p in sending),
-        )
-        fleet = asyncio.run(seed(settings, count))
-        bench = Bench(args, settings, fleet)
-        bench.trackers = trackers
-        bench.servers = {
-            "tracking": [p.pid for p in processes if p.name == "tracking" and p.pid],
-            "gateway": [p.pid for p in processes if p.name == "gateway" and p.pid],
-            "redis": [redis_server.pid] if redis_server.pid else [],
-            "postgres": [postgres.pid] if postgres.pid else [],
-        }
-        for phase in args.phases.split(","):
-            print(f"phase {phase}...", flush=True)
-            phases.append(bench.phase(phase))
-            print(json.dumps(phases[-1]), flush=True)
-        for i, process in enumerate(processes):
-            memory[f"{process.name}-{i}"] = peak_rss_mb(process.pid)
-        memory["redis"] = peak_rss_mb(redis_server.pid)
-        memory["postgres-postmaster"] = peak_rss_mb(postgres.pid)
-        errors = {}
-        for name in ("gateway", "tracking"):
-            text = (base / "logs" / f"{name}.log").read_text(errors="replace")
-            errors[name] = text.count('"level": "ERROR"') + text.count("Traceback")
-            kept = PROJECT_ROOT / ".lastmile" / "bench-logs"  # .lastmile is not versioned
-            kept.mkdir(parents=True, exist_ok=True)
-            shutil.copy(base / "logs" / f"{name}.log", kept / f"tracking-bench-{name}.log")
-    finally:
-        if bench is not None:
-            bench.close()
-        for process in reversed(processes):
-            process.stop(grace=10.0)
-        redis_server.stop()
-        postgres.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        try:
+            road_graph(settings, None)  # the load's own road graph, built before its processes
+            processes, trackers = start_services(args, settings, base / "logs")
+            sending = [p for p in args.phases.split(",") if p != "hold"]
+            count = max(
+                args.hold,
+                sum(args.flood_drivers if p.startswith("flood") else args.rate for p in sending),
+            )
+            fleet = asyncio.run(seed(settings, count))
+            bench = Bench(args, settings, fleet)
+            bench.trackers = trackers
+            bench.servers = {
+                "tracking": [p.pid for p in processes if p.name == "tracking" and p.pid],
+                "gateway": [p.pid for p in processes if p.name == "gateway" and p.pid],
+                "redis": [redis_server.pid] if redis_server.pid else [],
+                "postgres": [postgres.pid] if postgres.pid else [],
+            }
+            for phase in args.phases.split(","):
+                print(f"phase {phase}...", flush=True)
+                phases.append(bench.phase(phase))
+                print(json.dumps(phases[-1]), flush=True)
+            for i, process in enumerate(processes):
+                memory[f"{process.name}-{i}"] = peak_rss_mb(process.pid)
+            memory["redis"] = peak_rss_mb(redis_server.pid)
+            memory["postgres-postmaster"] = peak_rss_mb(postgres.pid)
+            errors = {}
+            for name in ("gateway", "tracking"):
+                text = (base / "logs" / f"{name}.log").read_text(errors="replace")
+                errors[name] = text.count('"level": "ERROR"') + text.count("Traceback")
+                kept = PROJECT_ROOT / ".lastmile" / "bench-logs"  # .lastmile is not versioned
+                kept.mkdir(parents=True, exist_ok=True)
+                shutil.copy(base / "logs" / f"{name}.log", kept / f"tracking-bench-{name}.log")
+        finally:
+            if bench is not None:
+                bench.close()
+            for process in reversed(processes):
+                process.stop(grace=10.0)
     report = {
         "benchmark": "tracking",
         "machine": {**machine(), "fd_limit": fd_limit},

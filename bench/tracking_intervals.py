@@ -21,10 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,12 +30,10 @@ from grpc import aio
 from lastmile.driver.v1 import driver_pb2, driver_service_pb2, driver_service_pb2_grpc
 from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc, tracking_pb2
 
-from bench.ingest import GRAPH_CACHE, machine
+from bench.ingest import machine
+from bench.servers import own_servers
 from core.auth import Role, issue_token
 from core.settings import PROJECT_ROOT, Settings
-from ops.graph import build_graph
-from ops.servers import PostgresServer, RedisServer
-from ops.servers.process import free_port
 from ops.stack import service_process, start_service
 
 RESULTS = PROJECT_ROOT / "bench" / "results" / "tracking_intervals.json"
@@ -195,39 +190,21 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="most seconds per change")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="lastmile-bench-"))
-    base.chmod(0o755)  # PostgreSQL runs as its own user
-    postgres = PostgresServer(base / "pg" / "data", free_port())
-    redis_server = RedisServer(base / "redis", free_port())
     processes = []
-    try:
-        postgres.start()
-        redis_server.start()
-        graph = build_graph(PROJECT_ROOT / "maps" / "malta.osm.pbf", GRAPH_CACHE)
-        settings = Settings.from_env({}).replace(
-            gateway_port=free_port(),
-            tracking_port=free_port(),
-            metrics_port=0,
-            data_dir=base,
-            database_url=postgres.dsn,
-            redis_url=redis_server.url,
-            graph_dir=graph.parent,
-            log_level="WARNING",
-        )
-        tracking = service_process("tracking", settings, base / "logs")
-        start_service(tracking, f"{settings.host}:{settings.tracking_port}")
-        processes.append(tracking)
-        for _ in range(args.gateways):
-            gateway = service_process("gateway", settings, base / "logs")
-            start_service(gateway, f"{settings.host}:{settings.gateway_port}")
-            processes.append(gateway)
-        result = asyncio.run(bench(args, settings))
-    finally:
-        for process in reversed(processes):
-            process.stop(grace=10.0)
-        redis_server.stop()
-        postgres.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with own_servers("lastmile-bench-intervals-") as servers:
+        settings = servers.settings
+        try:
+            tracking = service_process("tracking", settings, servers.base / "logs")
+            start_service(tracking, f"{settings.host}:{settings.tracking_port}")
+            processes.append(tracking)
+            for _ in range(args.gateways):
+                gateway = service_process("gateway", settings, servers.base / "logs")
+                start_service(gateway, f"{settings.host}:{settings.gateway_port}")
+                processes.append(gateway)
+            result = asyncio.run(bench(args, settings))
+        finally:
+            for process in reversed(processes):
+                process.stop(grace=10.0)
     report = {
         "benchmark": "tracking_intervals",
         "machine": machine(),

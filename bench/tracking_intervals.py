@@ -32,6 +32,7 @@ from lastmile.tracking.v1 import fleet_service_pb2, fleet_service_pb2_grpc, trac
 
 from bench.ingest import machine
 from bench.servers import own_servers
+from bench.tracking_report import percentiles
 from core.auth import Role, issue_token
 from core.settings import PROJECT_ROOT, Settings
 from ops.stack import service_process, start_service
@@ -112,12 +113,6 @@ def _seconds(value: float) -> Duration:
     return duration
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of ``values``."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def change(
     fleet: Any, token: str, streams: Streams, number: int, timeout_s: float
 ) -> dict[str, Any]:
@@ -141,17 +136,12 @@ async def change(
         if got >= expected:
             break
         await asyncio.sleep(0.05)
-    delays = [
-        (a[seen[i]] - started) * 1000 for i, a in enumerate(streams.arrivals) if len(a) > seen[i]
-    ]
+    delays = [a[seen[i]] - started for i, a in enumerate(streams.arrivals) if len(a) > seen[i]]
     return {
         "streams_open": expected,
         "streams_told": len(delays),
         "rpc_ms": round((answered - started) * 1000, 1),
-        "p50_ms": round(percentile(delays, 0.50)) if delays else None,
-        "p95_ms": round(percentile(delays, 0.95)) if delays else None,
-        "p99_ms": round(percentile(delays, 0.99)) if delays else None,
-        "max_ms": round(max(delays)) if delays else None,
+        **percentiles(delays),
     }
 
 

@@ -3,8 +3,9 @@ pub/sub for live fan-out to whoever is listening right now."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,25 @@ class Bus:
                     yield as_text(message["channel"]), bytes(message["data"])
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def listen(
+        self, channel: str, handle: Callable[[bytes], Awaitable[None]], retry_s: float
+    ) -> None:
+        """Call ``handle`` with the payload of each message on ``channel``, until cancelled. A
+        lost subscription, or a failed ``handle``, subscribes again after ``retry_s``: what
+        was published meanwhile is missed (callers have a periodic round for that)."""
+        while True:
+            try:
+                async for _, payload in self.subscribe(channel):
+                    await handle(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "announcements not heard, retrying",
+                    extra={"channel": channel, "error": str(exc)},
+                )
+                await asyncio.sleep(retry_s)
 
 
 async def newest_id(client: aioredis.Redis, stream: str) -> str:

@@ -54,7 +54,10 @@ class TrackingConfigs(PollingWorker):
     async def start(self) -> None:
         """Start the periodic re-read and the listener of announced changes."""
         await super().start()
-        self._listener = asyncio.create_task(self._listen(), name=f"{self.name}-changes")
+        self._listener = asyncio.create_task(
+            self._bus.listen(topics.TRACKING_INTERVALS, self._changed, RETRY_S),
+            name=f"{self.name}-changes",
+        )
 
     async def stop(self) -> None:
         """Stop both."""
@@ -129,16 +132,8 @@ class TrackingConfigs(PollingWorker):
         # An announced change read meanwhile is newer than this read: it stays.
         return self._known.setdefault(tenant_id, effective(stored.get(tenant_id), self._settings))
 
-    async def _listen(self) -> None:
+    async def _changed(self, payload: bytes) -> None:
         """Re-read a tenant as soon as its change is announced."""
-        while True:
-            try:
-                async for _, payload in self._bus.subscribe(topics.TRACKING_INTERVALS):
-                    tenant_id = payload.decode()
-                    if tenant_id in self._known or tenant_id in self._watchers:
-                        await self.reread([tenant_id])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("interval changes not heard, retrying", extra={"error": str(exc)})
-                await asyncio.sleep(RETRY_S)
+        tenant_id = payload.decode()
+        if tenant_id in self._known or tenant_id in self._watchers:
+            await self.reread([tenant_id])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +30,6 @@ from core.errors import ServiceError
 from core.settings import Settings
 from core.workers import PollingWorker, cancel
 from tracking.customer_snapshot import checked_order, read_links
-
-log = logging.getLogger(__name__)
 
 #: Links re-read per query.
 BATCH = 1000
@@ -61,7 +58,10 @@ class LinkChecks(PollingWorker):
     async def start(self) -> None:
         """Start the periodic re-check and the listener of revocations."""
         await super().start()
-        self._listener = asyncio.create_task(self._listen(), name=f"{self.name}-revocations")
+        self._listener = asyncio.create_task(
+            self._bus.listen(topics.TRACKING_LINKS, self._revoked, RETRY_S),
+            name=f"{self.name}-revocations",
+        )
 
     async def stop(self) -> None:
         """Stop both."""
@@ -111,17 +111,9 @@ class LinkChecks(PollingWorker):
                         ended += 1
         return ended
 
-    async def _listen(self) -> None:
+    async def _revoked(self, payload: bytes) -> None:
         """Re-check an order's links as soon as dispatch announces a revocation."""
-        while True:
-            try:
-                async for _, payload in self._bus.subscribe(topics.TRACKING_LINKS):
-                    await self.check(payload.decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("revocations not heard, retrying", extra={"error": str(exc)})
-                await asyncio.sleep(RETRY_S)
+        await self.check(payload.decode())
 
 
 def _opens(row: Any, order_id: str, now: dt.datetime) -> bool:

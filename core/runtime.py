@@ -58,6 +58,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # A gRPC aio server takes new calls one per turn of its event loop; the rest wait in
+        # core, which sheds them beyond these (random early drop between the two).
+        ("grpc.server.max_pending_requests", settings.server_max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * settings.server_max_pending_calls),
     ]
 
 

@@ -5,7 +5,11 @@ beyond the server's concurrency limit get RESOURCE_EXHAUSTED; health checks are 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -174,3 +178,74 @@ async def test_rpcs_beyond_the_server_concurrency_limit_are_refused() -> None:
             watches[1].cancel()
     finally:
         await host.stop()
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BURST = 1500  # more than gRPC core's own default limit of pending calls (1,000)
+
+
+async def _burst_while_busy(pending_calls: int | None) -> list[str]:
+    """Open BURST streams while the server's loop is blocked; how each one ended up."""
+    env = dict(os.environ)
+    if pending_calls is not None:
+        env["LASTMILE_SERVER_MAX_PENDING_CALLS"] = str(pending_calls)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.unit.busy_server",
+        "2.0",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    channels: list[aio.Channel] = []
+    try:
+        port = int(await asyncio.wait_for(server.stdout.readline(), 60))
+        channels = [
+            aio.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for _ in range(BURST // 200)
+        ]
+        for channel in channels:
+            await channel.channel_ready()
+        server.stdin.write(b"stall\n")
+        await server.stdin.drain()
+        await asyncio.sleep(0.3)  # the loop is blocked now
+
+        async def open_one(index: int) -> str:
+            stub = order_service_pb2_grpc.OrderServiceStub(channels[index % len(channels)])
+            call = stub.WatchOrders(order_service_pb2.WatchOrdersRequest())
+            try:
+                await asyncio.wait_for(call.read(), 30)
+                return "open"
+            except aio.AioRpcError as exc:
+                return exc.code().name
+            finally:
+                call.cancel()
+
+        return list(await asyncio.gather(*(open_one(i) for i in range(BURST))))
+    finally:
+        for channel in channels:
+            await channel.close(None)
+        server.stdin.close()
+        try:
+            await asyncio.wait_for(server.wait(), 10)
+        except TimeoutError:
+            server.kill()
+            await server.wait()
+
+
+async def test_a_burst_of_streams_waits_for_a_busy_server_instead_of_failing() -> None:
+    """Apps reconnecting together (a gateway restarted) while the loop is busy: every stream
+    opens once the loop is free, where gRPC core's own limit would have dropped some."""
+    outcomes = await _burst_while_busy(None)
+    assert Counter(outcomes) == {"open": BURST}
+
+
+async def test_past_the_pending_calls_limit_new_calls_are_shed() -> None:
+    """The setting reaches gRPC core: with a small limit, a burst is partly refused."""
+    outcomes = Counter(await _burst_while_busy(50))
+    assert outcomes["open"] < BURST / 2, outcomes

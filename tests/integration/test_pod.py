@@ -165,6 +165,10 @@ async def test_photo_proof_is_recorded_announced_and_delivers_the_order(env: Env
     photo = photo_jpeg(taken.replace(microsecond=0), DOOR.lat, DOOR.lng)
     key = await env.upload(order, PHOTO, photo)
     assert key.startswith(f"proofs/{order.order_id}/1/photo-") and key.endswith(".jpg")
+    # A second photo is uploaded now: once the proof lands, dispatch may deliver the order
+    # at any moment, and a delivered order gets no more upload URLs.
+    other = photo_jpeg(taken.replace(microsecond=0), DOOR.lat, DOOR.lng, size=(330, 240))
+    other_key = await env.upload(order, PHOTO, other)
 
     proof = (await env.confirm(order, _photo_request(key, photo, taken))).proof
 
@@ -188,8 +192,6 @@ async def test_photo_proof_is_recorded_announced_and_delivers_the_order(env: Env
     # A retry (lost response) gets the same record; another photo is refused.
     again = (await env.confirm(order, _photo_request(key, photo, taken))).proof
     assert again == proof
-    other = photo_jpeg(taken.replace(microsecond=0), DOOR.lat, DOOR.lng, size=(330, 240))
-    other_key = await env.upload(order, PHOTO, other)
     refused = env.confirm(order, _photo_request(other_key, other, taken))
     assert await _code(refused) == grpc.StatusCode.ALREADY_EXISTS
 

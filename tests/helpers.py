@@ -9,6 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.asyncio import Redis
+
 from core.geo import M_PER_DEG_LAT, LatLng
 
 POLL_INTERVAL_S = 0.05
@@ -72,6 +74,22 @@ async def async_wait_until[T](
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise WaitTimeout(f"{what} not met after {within:.1f}s{detail}")
         await asyncio.sleep(interval)
+
+
+async def subscriber_count(redis: Redis, channel: str) -> int:
+    """How many connections are subscribed to ``channel`` (pub/sub is server-wide)."""
+    counts = await redis.pubsub_numsub(channel)
+    return int(counts[0][1]) if counts else 0
+
+
+async def wait_for_subscriber(redis: Redis, channel: str, before: int, within: float = 10) -> None:
+    """Wait until ``channel`` has more subscribers than ``before``: a message published
+    earlier would reach nobody, and a fixed sleep is too short on a busy machine."""
+
+    async def more() -> bool:
+        return await subscriber_count(redis, channel) > before
+
+    await async_wait_until(more, within=within, what=f"a new subscriber on {channel}")
 
 
 def undefined_enum(number: int) -> Any:

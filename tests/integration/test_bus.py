@@ -14,7 +14,7 @@ from core.bus import Bus
 from core.redis_scripts import Script, execute
 from core.settings import Settings
 from ops.servers import RedisServer
-from tests.helpers import async_wait_until
+from tests.helpers import wait_for_subscriber
 
 pytestmark = pytest.mark.integration
 
@@ -96,13 +96,8 @@ async def test_publish_reaches_a_subscriber(bus: Bus) -> None:
     messages = bus.subscribe(channel)
     assert isinstance(messages, AsyncGenerator)  # so it can be closed
     first = asyncio.ensure_future(anext(messages))
-
-    async def subscribed() -> bool:
-        counts = await bus.redis.pubsub_numsub(channel)
-        return bool(counts and counts[0][1] >= 1)
-
     try:
-        await async_wait_until(subscribed, within=5, what="subscription registered")
+        await wait_for_subscriber(bus.redis, channel, before=0)
         await bus.publish(other, b"not for us")
         await bus.publish(channel, b"\x00binary\xff")
         await bus.publish(channel, b"second")

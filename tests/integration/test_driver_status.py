@@ -20,7 +20,7 @@ from core.bus import Bus
 from core.geo import LatLng
 from core.live_state_keys import driver_key
 from core.settings import Settings
-from tests.helpers import async_wait_until
+from tests.helpers import async_wait_until, subscriber_count, wait_for_subscriber
 from tracking.driver_status import DriverStatusConsumer
 from tracking.live_state import LiveState
 from tracking.positions import Fix
@@ -94,8 +94,10 @@ async def test_the_newest_change_wins_and_reaches_the_fleet_at_once(
     await live.advance([fix])
     consumer = DriverStatusConsumer(settings, bus)
     stale_before = _stale("status")
+    channel = topics.fleet_channel(TENANT)
+    watchers = await subscriber_count(bus.redis, channel)
     listening = asyncio.create_task(_fleet_updates(bus, 2))
-    await asyncio.sleep(0.2)  # subscribed before the changes are published
+    await wait_for_subscriber(bus.redis, channel, watchers)
     await consumer.start()
     try:
         await _send(bus, _status(ON_BREAK, NOW - dt.timedelta(seconds=5)))

@@ -17,6 +17,7 @@ from core.settings import Settings
 from core.tracking_intervals import IntervalStore, Overrides
 from gateway.tracking_configs import TrackingConfigs
 from ops.servers import PostgresServer
+from tests.helpers import subscriber_count, wait_for_subscriber
 
 pytestmark = pytest.mark.integration
 PASSIVE = driver_pb2.TRACKING_MODE_PASSIVE
@@ -64,6 +65,7 @@ async def test_an_announced_change_is_read_at_once(
     settings: Settings, private_bus: Bus, database: Database
 ) -> None:
     # Rounds far apart: only the announcement can explain a quick change.
+    listeners = await subscriber_count(private_bus.redis, topics.TRACKING_INTERVALS)
     configs = await _configs(
         settings.replace(tracking_intervals_refresh_s=600.0), private_bus, database
     )
@@ -74,7 +76,7 @@ async def test_an_announced_change_is_read_at_once(
         calls, watcher = _recorder()
         configs.watch(tenant, watcher)
         await IntervalStore(database).save(tenant, Overrides(passive_capture_s=90.0))
-        await asyncio.sleep(0.2)  # the listener subscribes right after start
+        await wait_for_subscriber(private_bus.redis, topics.TRACKING_INTERVALS, listeners)
         await private_bus.publish(topics.TRACKING_INTERVALS, tenant.encode())
         await _called(calls, "after the announcement")
         after = await configs.config(tenant, PASSIVE)

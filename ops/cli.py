@@ -1,4 +1,5 @@
-"""The ``lastmile`` command line: bring the platform up, check it, show its settings."""
+"""The ``lastmile`` command line: bring the platform up, check it, show its settings, sign
+tokens."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.auth import Role
 from core.settings import Settings, describe
 from ops import health
 from ops.stack import SERVICES, LocalStack
@@ -71,7 +73,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _print_app_links(settings: Settings) -> None:
     """Where the browser apps are, with a dev dispatcher token signed for this stack."""
-    from core.auth import Role, issue_token
+    from core.auth import issue_token
 
     edge = f"http://{settings.host}:{settings.edge_port}"
     dispatcher = issue_token(settings, "dev-dispatcher", Role.DISPATCHER, settings.web_dev_tenant)
@@ -123,6 +125,29 @@ async def _dead_letters(settings: Settings, replay: bool, limit: int) -> int:
         return 0
     finally:
         await bus.stop()
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a token signed with this deployment's key: a service token for an integrator's
+    backend, or a dispatcher, origin or driver token for trying the platform out."""
+    from core.auth import issue_token
+
+    settings = Settings.from_env()
+    for flag, value in (("--tenant", args.tenant), ("--subject", args.subject)):
+        if not value.strip():
+            print(f"lastmile token: {flag} must not be empty", file=sys.stderr)
+            return 2
+    if args.ttl_s is not None and args.ttl_s <= 0:
+        print("lastmile token: --ttl-s must be positive", file=sys.stderr)
+        return 2
+    if settings.token_secret == Settings.from_env({}).token_secret:
+        print(
+            "lastmile token: signed with the development key; set LASTMILE_TOKEN_SECRET"
+            " to the deployment's key",
+            file=sys.stderr,
+        )
+    print(issue_token(settings, args.subject, Role(args.role), args.tenant, args.ttl_s))
+    return 0
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
@@ -180,6 +205,18 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("--replay", action="store_true", help="append them back to their shards")
     dead.add_argument("--limit", type=int, default=20, help="most listed (default 20)")
     dead.set_defaults(run=cmd_dead_letters)
+    token = commands.add_parser("token", help="print a signed token for a role and tenant")
+    token.add_argument("role", choices=[role.value for role in Role])
+    token.add_argument("--tenant", required=True, help="the operator the caller acts for")
+    token.add_argument(
+        "--subject",
+        required=True,
+        help="who calls: a backend's name, a dispatcher, an origin id or a driver id",
+    )
+    token.add_argument(
+        "--ttl-s", type=int, help="lifetime in seconds (default LASTMILE_TOKEN_TTL_S)"
+    )
+    token.set_defaults(run=cmd_token)
     solve = commands.add_parser("solve", help="solve a Solomon / Li & Lim file, print JSON")
     _solver_arguments(solve)
     solve.set_defaults(run=cmd_solve)

@@ -16,4 +16,5 @@ after=$(find gen clients/python/lastmile_client clients/web/src/gen -type f -exe
 [ "$before" = "$after" ] || { echo "regenerating changed the generated code"; exit 1; }
 step "pytest"
 # pytest exits 5 when it collected nothing: that is a failure here, like any other non-zero.
-$BIN/pytest "$@"
+# The slowest tests are listed so a test drifting towards its time limits shows in CI logs.
+$BIN/pytest --durations=15 "$@"

@@ -11,6 +11,7 @@ Misses of a whole batch are filled by one query.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ class ActiveOrder:
     pickup: LatLng
     drop_off: LatLng
     route_id: str
+    #: The earliest pickup: the later of its origin's expected ready time and the pickup
+    #: window's start; None when neither is known.
+    ready_at: dt.datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain form for the cache."""
@@ -65,19 +69,31 @@ class ActiveOrder:
             "p": [self.pickup.lat, self.pickup.lng],
             "d": [self.drop_off.lat, self.drop_off.lng],
             "r": self.route_id,
+            "ready": self.ready_at.timestamp() if self.ready_at else None,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ActiveOrder:
         """Back from the cache."""
-        return cls(raw["id"], int(raw["s"]), LatLng(*raw["p"]), LatLng(*raw["d"]), raw["r"])
+        ready = raw.get("ready")
+        return cls(
+            raw["id"],
+            int(raw["s"]),
+            LatLng(*raw["p"]),
+            LatLng(*raw["d"]),
+            raw["r"],
+            dt.datetime.fromtimestamp(ready, dt.UTC) if ready is not None else None,
+        )
 
 
+# greatest() skips NULLs: the ready time is whichever of the two is known, or the later.
 _QUERY = (
-    "SELECT order_id, driver_id, status, pickup_lat, pickup_lng, drop_off_lat, drop_off_lng,"
-    " coalesce(route_id, '') AS route_id FROM orders"
-    " WHERE driver_id = ANY($1::text[]) AND status = ANY($2::smallint[])"
-    " ORDER BY driver_id, created_at"
+    "SELECT o.order_id, o.driver_id, o.status, o.pickup_lat, o.pickup_lng, o.drop_off_lat,"
+    " o.drop_off_lng, coalesce(o.route_id, '') AS route_id,"
+    " greatest(oo.ready_at, o.pickup_start) AS ready_at"
+    " FROM orders o LEFT JOIN origin_orders oo ON oo.order_id = o.order_id"
+    " WHERE o.driver_id = ANY($1::text[]) AND o.status = ANY($2::smallint[])"
+    " ORDER BY o.driver_id, o.created_at"
 )
 
 
@@ -137,6 +153,7 @@ class ActiveOrders:
                     pickup=LatLng(row["pickup_lat"], row["pickup_lng"]),
                     drop_off=LatLng(row["drop_off_lat"], row["drop_off_lng"]),
                     route_id=row["route_id"],
+                    ready_at=row["ready_at"],
                 )
             )
         return loaded

@@ -35,6 +35,7 @@ from core.roads import NoRoute, RoadNetwork
 from core.settings import Settings
 from tracking.active_orders import VISIBLE, ActiveOrder, ActiveOrders
 from tracking.eta_plan import (
+    PICKUP,
     OrderEta,
     Stop,
     estimate,
@@ -73,7 +74,9 @@ def eta_key(order_id: str) -> str:
 
 
 def _signature(orders: Sequence[ActiveOrder]) -> str:
-    return ",".join(f"{o.order_id}:{o.status}" for o in orders)
+    """Changes when the ETAs must be computed again whatever the driver did: an order came,
+    went, changed status or got a new ready time."""
+    return ",".join(f"{o.order_id}:{o.status}:{o.ready_at}" for o in orders)
 
 
 def parse_line(raw: bytes | str | None) -> list[LatLng]:
@@ -141,18 +144,27 @@ class EtaEngine:
         async with self._database.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT route_id, kind, coalesce(order_id, '') AS order_id, lat, lng,"
-                " service_time_s FROM route_stops WHERE route_id = ANY($1::text[])"
-                " AND completed_at IS NULL ORDER BY route_id, position",
+                " service_time_s, window_start FROM route_stops"
+                " WHERE route_id = ANY($1::text[]) AND completed_at IS NULL"
+                " ORDER BY route_id, position",
                 sorted(set(route_of.values())),
             )
+        # A ready time read now beats the one the route was planned with (a kitchen may have
+        # said "ready" early or asked for more time since).
+        ready_of = {o.order_id: o.ready_at for u in due for o in orders[u.driver_id]}
         by_route: dict[str, list[Stop]] = {}
         for row in rows:
+            order_id = row["order_id"]
+            ready = None
+            if row["kind"] == PICKUP:
+                ready = ready_of[order_id] if order_id in ready_of else row["window_start"]
             by_route.setdefault(row["route_id"], []).append(
                 Stop(
                     LatLng(row["lat"], row["lng"]),
                     row["kind"],
-                    row["order_id"],
+                    order_id,
                     float(row["service_time_s"]),
+                    ready,
                 )
             )
         return {driver: by_route.get(route, []) for driver, route in route_of.items()}

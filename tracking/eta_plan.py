@@ -3,7 +3,8 @@
 Stops come from the driver's planned route (``route_stops`` not yet completed, in order) when
 there is one; otherwise from its active orders: the pickup while it lies ahead, then the
 drop-off. An order's ETA is the arrival at its drop-off: the drive through every stop before
-it plus the service time spent at each of them.
+it plus the service time spent at each of them, and at a pickup the wait until the order is
+ready (a kitchen still cooking holds the driver, and every stop after it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Stop:
     kind: int
     order_id: str
     service_s: float
+    #: Service cannot start before this (a pickup's ready time); None: at arrival.
+    ready: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,9 @@ def stops_from_orders(
     stops: list[Stop] = []
     for order in orders:
         if order.status in BEFORE_PICKUP:
-            stops.append(Stop(order.pickup, PICKUP, order.order_id, pickup_service_s))
+            stops.append(
+                Stop(order.pickup, PICKUP, order.order_id, pickup_service_s, order.ready_at)
+            )
         stops.append(Stop(order.drop_off, DROP_OFF, order.order_id, drop_off_service_s))
     return stops
 
@@ -78,6 +83,8 @@ def estimate(
                 )
             )
         cut = end
+        if stop.ready is not None:
+            elapsed_s = max(elapsed_s, (stop.ready - now).total_seconds())
         elapsed_s += stop.service_s
     return estimates
 

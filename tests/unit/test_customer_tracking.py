@@ -65,6 +65,42 @@ def test_eta_adds_the_drive_and_the_service_times_of_earlier_stops() -> None:
     assert second.remaining_m == 3000 and second.line[-1] == B
 
 
+def _to_pickup_then_drop_off(ready_at: dt.datetime | None) -> list[Any]:
+    """ETAs of one order whose pickup is 100 s away and its drop-off 200 s further."""
+    order = ActiveOrder("o1", common_pb2.ORDER_STATUS_TO_PICKUP, B, C, "", ready_at)
+    stops = stops_from_orders([order], 120, 90)
+    route = Route(
+        distance_m=3000,
+        duration_s=300,
+        geometry=(A, B, C),
+        legs=(Leg(1000, 100, ()), Leg(2000, 200, ())),
+        waypoints=(Snap(A, 0, ""), Snap(B, 0, ""), Snap(C, 0, "")),
+    )
+    return estimate(route, stops, NOW, {"o1"})
+
+
+def test_a_driver_early_at_the_pickup_waits_until_the_order_is_ready() -> None:
+    [unknown] = _to_pickup_then_drop_off(None)
+    assert unknown.arrival == NOW + dt.timedelta(seconds=100 + 120 + 200)
+    # Ready 10 minutes from now: the driver, there in 100 s, waits 500 s before the service.
+    [cooking] = _to_pickup_then_drop_off(NOW + dt.timedelta(minutes=10))
+    assert cooking.arrival == NOW + dt.timedelta(seconds=600 + 120 + 200)
+    assert cooking.remaining_s == 600 + 120 + 200
+    # Ready already, or by the time the driver gets there: no wait.
+    for ready in (NOW - dt.timedelta(minutes=5), NOW + dt.timedelta(seconds=60)):
+        [done] = _to_pickup_then_drop_off(ready)
+        assert done.arrival == unknown.arrival
+
+
+def test_the_ready_time_survives_the_active_orders_cache() -> None:
+    ready = dt.datetime(2026, 5, 1, 12, 7, 30, 250000, tzinfo=dt.UTC)
+    for order in (
+        ActiveOrder("o1", common_pb2.ORDER_STATUS_TO_PICKUP, A, C, "r1", ready),
+        ActiveOrder("o2", common_pb2.ORDER_STATUS_PICKED_UP, A, C, "", None),
+    ):
+        assert ActiveOrder.from_json(order.to_json()) == order
+
+
 def test_a_line_continues_when_only_its_start_moved() -> None:
     old = line_text([A, LatLng(35.892, 14.502), B, C])
     moved = LatLng(35.891, 14.501)

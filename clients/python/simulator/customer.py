@@ -57,7 +57,7 @@ class Customer:
         clock: SimClock,
         recorder: Recorder,
         rng: random.Random,
-        run_id: str,
+        order_ref: str,
     ) -> None:
         self.home = home
         self._config = config
@@ -65,7 +65,7 @@ class Customer:
         self._clock = clock
         self._recorder = recorder
         self._rng = rng
-        self._run_id = run_id
+        self._order_ref = order_ref
 
     def is_home(self) -> bool:
         """Drawn per delivery attempt."""
@@ -83,12 +83,12 @@ class Customer:
             )
         response = await self._connection.orders().create_order(
             CreateOrderRequest(
-                idempotency_key=f"sim-{self._run_id}-{uuid.UUID(int=self._rng.getrandbits(128))}",
+                idempotency_key=f"{self._order_ref}-{uuid.UUID(int=self._rng.getrandbits(128))}",
                 order=Order(
                     kind=OrderKind.INSTANT,
                     origin_id=origin_id,
                     pickup_address=pickup_address,
-                    external_ref=f"sim-{self._run_id}",
+                    external_ref=self._order_ref,
                     drop_off_address=Address(
                         line1="simulated door",
                         country="MT",

@@ -270,7 +270,9 @@ class Driver:
 
     async def _drop_off(self, stop: Stop) -> None:
         self._stop_event(stop, StopEventKind.ARRIVED)
-        self._recorder.orders[stop.order_id].arrived_s = self._clock.elapsed()
+        record = self._recorder.orders.get(stop.order_id)
+        if record is not None:  # none for an order an earlier run left on this driver
+            record.arrived_s = self._clock.elapsed()
         await self._clock.sleep(self._rng.uniform(*SERVICE_TIME_S))
         if self._world.customer_home(stop.order_id):
             await self._hand_over(stop)

@@ -19,6 +19,7 @@ from simulator.city import City
 from simulator.clock import SimClock
 from simulator.connection import Connection
 from simulator.customer import Customer
+from simulator.leftovers import order_ref
 from simulator.metrics import Recorder
 from simulator.scenario import Customers
 
@@ -73,7 +74,13 @@ async def _place(
         )
     )
     customer = Customer(
-        door, Customers(), connection, SimClock(1.0), recorder, random.Random(driver_id), run_id
+        door,
+        Customers(),
+        connection,
+        SimClock(1.0),
+        recorder,
+        random.Random(driver_id),
+        order_ref("load", run_id),
     )
     placed = await customer.place("", WINDOW_S, pickup=pickup)
     await connection.dispatch().assign_order(

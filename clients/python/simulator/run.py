@@ -25,6 +25,7 @@ from simulator.customer import Customer
 from simulator.driver import Driver
 from simulator.driver_link import DriverLink, default_config
 from simulator.gps import GpsNoise
+from simulator.leftovers import order_ref, retire_leftovers
 from simulator.metrics import FINAL_OUTCOMES, OrderRecord, Recorder
 from simulator.origin import SimOrigin
 from simulator.scenario import Scenario, read_replay, replay_path
@@ -113,6 +114,14 @@ class Simulation:
             )
             await origin.register()
             self.origins.append(origin)
+        cancelled, carried = await retire_leftovers(
+            self.connection.orders(), s.name, order_ref(s.name, self.run_id)
+        )
+        if cancelled or carried:
+            self.recorder.note(
+                f"earlier runs left {cancelled + carried} orders: {cancelled} cancelled,"
+                f" {carried} carried by drivers, who finish them"
+            )
         for i in range(s.fleet.drivers):
             self.drivers.append(await self._driver(i, self.city.random_place(place_rng)))
         self.planned = plan_orders(s, self.city, [o.location for o in self.origins])
@@ -178,7 +187,7 @@ class Simulation:
             self.clock,
             self.recorder,
             rng,
-            self.run_id,
+            order_ref(s.name, self.run_id),
         )
         origin = self.origins[planned.origin_index]
         await self.clock.sleep_until(planned.offset_s)

@@ -77,10 +77,12 @@ class World:
 
     async def delivered(self, order_id: str, driver_id: str, proof_id: str) -> None:
         """Wait for the platform to record the delivery, then count it."""
-        record = self._recorder.orders[order_id]
+        record = self._recorder.orders.get(order_id)
         order = await self.wait_for(order_id, lambda o: o.status == OrderStatus.DELIVERED)
         self.settle(order_id, order.status)
-        if record.outcome == "delivered":
+        if record is None:  # an earlier run's order, finished by this run's driver
+            self._recorder.counts["leftovers_delivered"] += order.status == OrderStatus.DELIVERED
+        elif record.outcome == "delivered":
             record.delivered_s = self._clock.elapsed()
             self._recorder.counts["deliveries"] += 1
         elif not proof_id:
@@ -94,7 +96,8 @@ class World:
         """The policy the platform applied to a failed attempt reported when the attempt
         counter was ``before``: reattempt, returned, rescheduled, or unknown (no answer in
         time)."""
-        self._recorder.orders[order_id].failures.append(reason)
+        if order_id in self._recorder.orders:
+            self._recorder.orders[order_id].failures.append(reason)
         order = await self.wait_for(
             order_id,
             lambda o: (
@@ -122,5 +125,6 @@ class World:
         """Record the outcome of an order whose platform status is final (for the report)."""
         outcome = OUTCOME_OF.get(status)
         # FAILED is passing: the reason's policy moves the order on at once.
-        if outcome is not None and status != OrderStatus.FAILED:
-            self._recorder.orders[order_id].outcome = outcome
+        record = self._recorder.orders.get(order_id)
+        if record is not None and outcome is not None and status != OrderStatus.FAILED:
+            record.outcome = outcome

@@ -103,3 +103,7 @@ for await (const line of lines) {
   if (op === "close") break;
 }
 await context?.close().catch(() => {});
+// stdin is still open (the test holds its end): without an explicit exit node would wait on
+// it and the test would kill this process after its grace period.
+lines.close();
+process.exit(0);

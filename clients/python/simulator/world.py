@@ -81,7 +81,8 @@ class World:
         order = await self.wait_for(order_id, lambda o: o.status == OrderStatus.DELIVERED)
         self.settle(order_id, order.status)
         if record is None:  # an earlier run's order, finished by this run's driver
-            self._recorder.counts["leftovers_delivered"] += order.status == OrderStatus.DELIVERED
+            if order.status == OrderStatus.DELIVERED:
+                self._recorder.counts["leftovers_delivered"] += 1
         elif record.outcome == "delivered":
             record.delivered_s = self._clock.elapsed()
             self._recorder.counts["deliveries"] += 1
